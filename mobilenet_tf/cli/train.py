@@ -1,0 +1,43 @@
+"""`mobilenet-train`: train (or resume) a MobileNet, evaluate it and export a SavedModel.
+
+With no flags: the `digits` preset, on the embedded scikit-learn digits, in runs/mobilenet_v2_digits.
+"""
+
+from __future__ import annotations
+
+from mobilenet_tf import cli
+
+cli.quiet_tensorflow()
+
+from absl import app, logging  # noqa: E402
+
+from mobilenet_tf import flags  # noqa: E402
+
+COMMAND = "mobilenet-train"
+flags.define_train_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
+    try:
+        cfg = flags.config_from_flags()
+    except flags.FlagError as error:
+        cli.fail(COMMAND, str(error))
+    from mobilenet_tf import train
+    from mobilenet_tf.data import pipeline, sources
+
+    info = sources.resolve(cfg.data)
+    if pipeline.steps_per_epoch(info.counts["train"], cfg.train.batch_size) < 1:
+        cli.fail(COMMAND, f"--batch_size={cfg.train.batch_size}: larger than the {info.counts['train']} training "
+                          f"images of {cfg.data.dataset}; use a smaller batch")
+    logging.set_verbosity(logging.INFO)
+    train.train(cfg, datasets=info)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

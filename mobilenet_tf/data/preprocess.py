@@ -1,0 +1,92 @@
+"""Pure image ops: encoded bytes -> float pixels. Each works eagerly and inside tf.data.
+
+Windows are (offset_y, offset_x, height, width) int32 tensors on the encoded image's grid, so a
+JPEG is decoded only inside its window (`decode_and_crop_jpeg`); other formats (PNG, GIF, BMP) are
+decoded whole and sliced. All randomness is stateless, seeded per example: the same (seed, example)
+gives the same crop wherever and whenever it is computed.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def decode_window(encoded: tf.Tensor, window_fn) -> tf.Tensor:
+    """uint8 RGB [h, w, 3] of the window `window_fn(shape)` picks on the image's [h, w, c] shape."""
+
+    def jpeg():
+        window = window_fn(tf.image.extract_jpeg_shape(encoded))
+        return tf.image.decode_and_crop_jpeg(encoded, tf.stack(window), channels=3)
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        y, x, h, w = window_fn(tf.shape(image))
+        return image[y : y + h, x : x + w]
+
+    image = tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def center_window(shape: tf.Tensor, fraction: float):
+    """The central square of `fraction` of the shorter side (the TF/TPU ImageNet eval crop)."""
+    height, width = shape[0], shape[1]
+    size = tf.cast(fraction * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    size = tf.maximum(size, 1)
+    return ((height - size + 1) // 2, (width - size + 1) // 2, size, size)
+
+
+def inception_window(shape, seed, area_range, aspect_range, fallback_fraction=0.875):
+    """A random window covering `area_range` of the image with aspect in `aspect_range`.
+
+    Sampled as the Inception/TPU reference does (min_object_covered 0.1, 10 attempts); when every
+    attempt fails the sampler returns the whole image, and then the eval center crop is used.
+    """
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.cast(shape, tf.int32),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=seed,
+        min_object_covered=0.1,
+        aspect_ratio_range=aspect_range,
+        area_range=area_range,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    failed = tf.logical_and(tf.equal(size[0], shape[0]), tf.equal(size[1], shape[1]))
+    center = center_window(shape, fallback_fraction)
+    return tuple(tf.where(failed, c, s) for c, s in zip(center, (begin[0], begin[1], size[0], size[1])))
+
+
+def resize(image: tf.Tensor, image_size) -> tf.Tensor:
+    """float32 [H, W, 3] in 0..255, bilinear (as the reference trainers)."""
+    return tf.image.resize(image, image_size, method="bilinear")
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+    """0..255 -> [-1, 1], the same arithmetic as the model's `Rescaling(1/127.5, offset=-1)`."""
+    return tf.cast(image, tf.float32) * (1.0 / 127.5) - 1.0
+
+
+def train_image(encoded, seed, image_size, data) -> tf.Tensor:
+    """Training pixels in [-1, 1]: Inception crop on the encoded bytes, optional flip, resize."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = decode_window(
+        encoded,
+        lambda shape: inception_window(
+            shape, crop_seed, data.crop_area_range, data.crop_aspect_range, data.eval_crop_fraction
+        ),
+    )
+    if data.random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return normalize(resize(image, image_size))
+
+
+def eval_pixels(encoded, image_size, crop_fraction) -> tf.Tensor:
+    """Evaluation pixels in 0..255 (float32): center crop, resize. Serving uses exactly this."""
+    image = decode_window(encoded, lambda shape: center_window(shape, crop_fraction))
+    return resize(image, image_size)
+
+
+def eval_image(encoded, image_size, crop_fraction) -> tf.Tensor:
+    """Evaluation pixels in [-1, 1]."""
+    return normalize(eval_pixels(encoded, image_size, crop_fraction))

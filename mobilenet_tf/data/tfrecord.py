@@ -1,0 +1,127 @@
+"""The record format: one tf.train.Example per image, as the TF/TPU ImageNet converters write it.
+
+Keys: image/encoded (JPEG or PNG bytes), image/format, image/height, image/width, image/channels,
+image/class/label (int64), image/class/synset, image/class/text, image/filename. A directory of
+shards `<split>-NNNNN-of-MMMMM` sits beside `dataset_info.json`, which records the label offset
+(classic ImageNet records use labels 1..1000), class names and per-split counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+
+import tensorflow as tf
+
+INFO_FILE = "dataset_info.json"
+SPLITS = ("train", "validation")
+
+FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def make_example(
+    encoded: bytes,
+    *,
+    label: int,
+    height: int,
+    width: int,
+    channels: int,
+    image_format: str,
+    filename: str = "",
+    synset: str = "",
+    text: str = "",
+) -> bytes:
+    """A serialized tf.train.Example in the record format above."""
+    feature = {
+        "image/encoded": _bytes(encoded),
+        "image/format": _bytes(image_format.encode()),
+        "image/height": _int64(height),
+        "image/width": _int64(width),
+        "image/channels": _int64(channels),
+        "image/class/label": _int64(label),
+        "image/class/synset": _bytes(synset.encode()),
+        "image/class/text": _bytes(text.encode()),
+        "image/filename": _bytes(filename.encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse(serialized: tf.Tensor, label_offset: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+    """(encoded image bytes, 0-based int32 label) from one serialized Example."""
+    features = tf.io.parse_single_example(serialized, FEATURES)
+    label = tf.cast(features["image/class/label"] - label_offset, tf.int32)
+    return features["image/encoded"], label
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    return f"{split}-{index:05d}-of-{num_shards:05d}"
+
+
+def shard_files(data_dir: str, split: str) -> list[str]:
+    """The complete shards of a split, sorted (temporary files of an interrupted write excluded)."""
+    return sorted(glob.glob(os.path.join(data_dir, f"{split}-?????-of-?????")))
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What `dataset_info.json` records about a directory of shards."""
+
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    counts: dict  # split -> number of examples
+    label_offset: int = 0
+    synsets: tuple[str, ...] = ()
+    skipped: tuple = ()  # ({"file": ..., "reason": ...}, ...)
+    data_dir: str = ""
+
+    def files(self, split: str) -> list[str]:
+        return shard_files(self.data_dir, split)
+
+
+def write_info(data_dir: str, info: DatasetInfo) -> None:
+    """Write dataset_info.json atomically (temp name, then rename)."""
+    record = dataclasses.asdict(info)
+    record.pop("data_dir")
+    path = os.path.join(data_dir, INFO_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
+
+
+def read_info(data_dir: str) -> DatasetInfo:
+    with open(os.path.join(data_dir, INFO_FILE)) as f:
+        record = json.load(f)
+    return DatasetInfo(
+        name=record["name"],
+        num_classes=int(record["num_classes"]),
+        class_names=tuple(record["class_names"]),
+        counts={k: int(v) for k, v in record["counts"].items()},
+        label_offset=int(record.get("label_offset", 0)),
+        synsets=tuple(record.get("synsets", ())),
+        skipped=tuple(record.get("skipped", ())),
+        data_dir=data_dir,
+    )
+
+
+def write_shard(path: str, records) -> None:
+    """Write serialized records to `path` through a temporary name, so a shard is whole or absent."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.TFRecordWriter(tmp) as writer:
+        for record in records:
+            writer.write(record)
+    os.replace(tmp, path)

@@ -1,0 +1,46 @@
+"""Top-1/top-5 of a model on a data set's validation split, under any strategy."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from mobilenet_tf.config import Config
+from mobilenet_tf.data import pipeline, tfrecord
+
+
+def eval_dataset(strategy: tf.distribute.Strategy, info: tfrecord.DatasetInfo, cfg: Config, split="validation"):
+    """The distributed evaluation dataset of `split`, in file order, last batch partial."""
+    return strategy.distribute_datasets_from_function(
+        lambda ctx: pipeline.build_dataset(
+            info, cfg.data, split=split, global_batch_size=cfg.train.batch_size,
+            image_size=cfg.model.image_size, training=False, input_context=ctx,
+        )
+    )
+
+
+def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model):
+    """A tf.function: distributed batch -> summed [top-1 hits, top-5 hits, examples]."""
+
+    def replica_step(images, labels):
+        probabilities = model(images, training=False)
+        k = min(5, probabilities.shape[-1])
+        probabilities = tf.cast(probabilities, tf.float32)
+        hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, n), tf.float32)) for n in (1, k)]
+        return tf.stack(hits + [tf.cast(tf.shape(labels)[0], tf.float32)])
+
+    @tf.function
+    def step(batch):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=batch), axis=None)
+
+    return step
+
+
+def evaluate(strategy, model, dataset, step=None) -> dict:
+    """{"top1", "top5", "examples"} of `model` over the distributed `dataset`."""
+    step = step or make_eval_step(strategy, model)
+    totals = tf.zeros([3])
+    for batch in dataset:
+        totals += step(batch)
+    top1, top5, examples = (float(v) for v in totals.numpy())
+    return {"top1": top1 / max(examples, 1), "top5": top5 / max(examples, 1), "examples": int(examples)}

@@ -1,0 +1,115 @@
+"""MobileNet V1 and V2 builders, layer-for-layer compatible with keras.applications."""
+
+import math
+
+import keras
+
+from mobilenet_tf.models.mobilenet_v1 import mobilenet_v1
+from mobilenet_tf.models.mobilenet_v2 import mobilenet_v2
+
+MODEL_NAMES = ("mobilenet_v1", "mobilenet_v2")
+# Widths keras.applications publishes ImageNet weights for.
+ALPHAS = {
+    "mobilenet_v1": (0.25, 0.5, 0.75, 1.0),
+    "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+}
+# Five stride-2 stages take 32 pixels down to a 1x1 feature map.
+MIN_IMAGE_SIZE = 32
+
+_BUILDERS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2}
+# keras.applications' defaults: V1 uses Keras' BN momentum and a tiny dropout, V2 a slower
+# BN momentum and no dropout.
+_DEFAULT_DROPOUT = {"mobilenet_v1": 1e-3, "mobilenet_v2": 0.0}
+_DEFAULT_BN_MOMENTUM = {"mobilenet_v1": 0.99, "mobilenet_v2": 0.999}
+
+
+def build_model(
+    name,
+    *,
+    alpha=1.0,
+    image_size=224,
+    num_classes=1000,
+    include_top=True,
+    dropout=None,
+    include_preprocessing=False,
+    bn_momentum=None,
+    bn_epsilon=1e-3,
+    weight_decay=0.0,
+    channels=3,
+):
+    """Builds a MobileNet whose layer names match keras.applications'.
+
+    Args:
+      name: one of MODEL_NAMES.
+      alpha: width multiplier; ALPHAS lists the ones with published ImageNet weights, but any
+        positive value builds.
+      image_size: an int or (height, width); each at least MIN_IMAGE_SIZE, square or not.
+      num_classes: classifier size.
+      include_top: if False the model returns the last feature map (no pooling).
+      dropout: rate before the classifier; None means keras.applications' default
+        (V1: 1e-3, V2: 0, i.e. no Dropout layer).
+      include_preprocessing: if True the model takes 0-255 pixels and rescales them to [-1, 1]
+        in a `rescale` layer; if False it takes [-1, 1] input like keras.applications.
+      bn_momentum: None means keras.applications' default (V1: 0.99, V2: 0.999).
+      bn_epsilon: BatchNormalization epsilon.
+      weight_decay: L2 penalty coefficient on Conv2D/Dense kernels, Model Garden convention
+        (loss `weight_decay / 2 * sum(w ** 2)`); 0 adds no regularizer.
+      channels: input channels.
+
+    Returns:
+      A `keras.Model` named like keras.applications' (`mobilenet_v2_1.00_224`, or
+      `mobilenet_v2_1.00_96x128` for non-square input). With the top, the output is float32
+      probabilities under any dtype policy.
+
+    Raises:
+      ValueError: for an unknown name or an image smaller than MIN_IMAGE_SIZE.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}.")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if min(height, width) < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be at least {MIN_IMAGE_SIZE} in each dimension, got {image_size}."
+        )
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}.")
+    size_text = f"{height}" if height == width else f"{height}x{width}"
+    return _BUILDERS[name](
+        alpha=alpha,
+        input_shape=(height, width, channels),
+        num_classes=num_classes,
+        include_top=include_top,
+        dropout=_DEFAULT_DROPOUT[name] if dropout is None else dropout,
+        bn_momentum=_DEFAULT_BN_MOMENTUM[name] if bn_momentum is None else bn_momentum,
+        bn_epsilon=bn_epsilon,
+        weight_decay=weight_decay,
+        include_preprocessing=include_preprocessing,
+        name=f"{name}_{alpha:0.2f}_{size_text}",
+    )
+
+
+def count_macs(model):
+    """Multiply-accumulates of one image through the model's Conv2D, DepthwiseConv2D and Dense.
+
+    Each such layer costs (output positions) x (kernel size): for a conv the kernel holds
+    kh * kw * in_channels * out_channels weights (in_channels * multiplier for a depthwise
+    conv), each used once per output position; a Dense on a vector has one position. The
+    classifier is included (1000 x the pooled width: 0.26M to 1.8M MACs); only with it do all
+    the papers' / TF-slim's published figures match to their rounding (569M for V1-1.0-224,
+    77M for V1-0.5-160, 14M for V1-0.25-128 where we count 13.57M, 300M for V2-1.0-224, 582M
+    for V2-1.4-224, 59M for V2-0.35-224; without it V1-0.5-160 and V2-0.35-224 are >1% low).
+    Batch norm, activations, padding, pooling and adds are not counted, as in the papers.
+
+    Args:
+      model: a built Keras model with static spatial input size.
+
+    Returns:
+      The MAC count as an int.
+    """
+    counted = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, counted):
+            positions = math.prod(layer.output.shape[1:-1])
+            total += positions * math.prod(layer.kernel.shape)
+    return total

@@ -1,0 +1,108 @@
+"""Pieces shared by MobileNet V1 and V2: channel rounding, stride-2 padding, weight decay."""
+
+import keras
+from keras import layers
+
+
+def make_divisible(v, divisor=8, min_value=None):
+    """Rounds a channel count `v` to the nearest multiple of `divisor`.
+
+    Same rule as keras.applications' `_make_divisible` (and the TF-slim original), so widened or
+    thinned models keep the layer shapes of the published checkpoints.
+
+    Args:
+      v: the unrounded channel count, e.g. `32 * alpha`.
+      divisor: the multiple to round to.
+      min_value: the smallest allowed result; `divisor` when None.
+
+    Returns:
+      An int multiple of `divisor`, never more than 10% below `v`.
+    """
+    if min_value is None:
+        min_value = divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    # Rounding down by more than 10% would cost accuracy the paper's numbers assume.
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def correct_pad(input_hw, kernel):
+    """Zero padding that makes a stride-2 'valid' conv behave like TensorFlow's 'SAME'.
+
+    keras.applications pads explicitly before stride-2 depthwise convs (rather than using
+    padding="same") and we keep that layout so the layer list, and thus weight loading by name,
+    is identical. The pad depends on the parity of each dimension: an even size gets (0, 1),
+    an odd one (1, 1), so each output dimension is ceil(size / 2) for any height and width.
+
+    Args:
+      input_hw: (height, width) of the feature map to pad; a None entry is treated as even,
+        as keras.applications does.
+      kernel: an int or a (kh, kw) pair.
+
+    Returns:
+      ((top, bottom), (left, right)) for `keras.layers.ZeroPadding2D`.
+    """
+    if isinstance(kernel, int):
+        kernel = (kernel, kernel)
+    pads = []
+    for size, k in zip(input_hw, kernel):
+        odd = size is not None and size % 2 == 1
+        half = k // 2
+        pads.append((half if odd else half - 1, half))
+    return tuple(pads)
+
+
+def regularizer(weight_decay):
+    """Returns the kernel regularizer for `weight_decay`, or None when it is 0.
+
+    Follows the TF Model Garden convention: the penalty is `weight_decay / 2 * sum(w ** 2)`, so
+    its gradient is `weight_decay * w` and `weight_decay` means the same thing as an optimizer's
+    decoupled decay rate at learning rate 1 (e.g. 4e-5 in the MobileNet papers' recipes). Apply
+    it to Conv2D and Dense kernels only: depthwise kernels hold few parameters and decaying them
+    hurts (Model Garden's `regularize_depthwise=False`); biases and BN parameters are not decayed.
+    """
+    if not weight_decay:
+        return None
+    return keras.regularizers.L2(weight_decay / 2)
+
+
+def depthwise_conv(x, strides, pad_name, name):
+    """3x3 depthwise conv, padded explicitly when strided; the twin of both families' blocks.
+
+    Args:
+      x: NHWC feature map.
+      strides: 1 or 2.
+      pad_name: name of the ZeroPadding2D layer added when `strides` is 2.
+      name: name of the DepthwiseConv2D layer.
+
+    Returns:
+      The depthwise conv output (no BN, no activation). The kernel is not regularized, see
+      `regularizer`.
+    """
+    if strides == 1:
+        padding = "same"
+    else:
+        x = layers.ZeroPadding2D(correct_pad(x.shape[1:3], 3), name=pad_name)(x)
+        padding = "valid"
+    return layers.DepthwiseConv2D(
+        3, strides=strides, padding=padding, use_bias=False, name=name
+    )(x)
+
+
+def image_input(input_shape, include_preprocessing):
+    """The model input, plus in-model scaling of 0-255 pixels to [-1, 1] when asked.
+
+    Args:
+      input_shape: (height, width, channels).
+      include_preprocessing: if True the model takes 0-255 pixels; if False it takes pixels
+        already in [-1, 1], keras.applications' convention (`mobilenet.preprocess_input`).
+
+    Returns:
+      (inputs, x): the `keras.Input` and the tensor the stem conv consumes.
+    """
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    if include_preprocessing:
+        x = layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(x)
+    return inputs, x

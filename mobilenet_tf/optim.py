@@ -1,0 +1,75 @@
+"""Learning-rate schedules and optimizers (Keras 3 core only)."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from mobilenet_tf.config import TrainConfig
+
+OPTIMIZERS = ("rmsprop", "sgd", "adamw")
+SCHEDULES = ("exponential", "cosine", "constant")
+
+
+@keras.saving.register_keras_serializable("mobilenet_tf")
+class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then `after(step - warmup_steps)`."""
+
+    def __init__(self, after, warmup_steps: int, peak: float):
+        self.after = after
+        self.warmup_steps = warmup_steps
+        self.peak = peak
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        if not self.warmup_steps:
+            return self.after(step)
+        warm = self.peak * step / self.warmup_steps
+        return ops.where(step < self.warmup_steps, warm, self.after(ops.maximum(step - self.warmup_steps, 0.0)))
+
+    def get_config(self):
+        return {
+            "after": keras.saving.serialize_keras_object(self.after),
+            "warmup_steps": self.warmup_steps,
+            "peak": self.peak,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config, after=keras.saving.deserialize_keras_object(config["after"]))
+        return cls(**config)
+
+
+def build_schedule(train: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The peak rate `train.learning_rate` after `warmup_epochs`, then decayed per `lr_schedule`."""
+    warmup_steps = int(round(train.warmup_epochs * steps_per_epoch))
+    total_steps = max(train.epochs * steps_per_epoch - warmup_steps, 1)
+    lr = train.learning_rate
+    if train.lr_schedule == "exponential":
+        # Staircase decay every `decay_epochs`, as the TF Model Garden MobileNet recipes.
+        after = keras.optimizers.schedules.ExponentialDecay(
+            lr, decay_steps=max(int(train.decay_epochs * steps_per_epoch), 1), decay_rate=train.decay_rate, staircase=True
+        )
+    elif train.lr_schedule == "cosine":
+        after = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total_steps)
+    else:  # constant: a polynomial decay from lr to lr
+        after = keras.optimizers.schedules.PolynomialDecay(lr, decay_steps=1, end_learning_rate=lr)
+    return Warmup(after, warmup_steps, lr)
+
+
+def build_optimizer(train: TrainConfig, steps_per_epoch: int, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """The optimizer `train.optimizer` names, on the schedule above.
+
+    `weight_decay` is used only by AdamW (decoupled decay); the other optimizers get weight decay
+    as an L2 penalty built into the model's kernels.
+    """
+    schedule = build_schedule(train, steps_per_epoch)
+    if train.optimizer == "rmsprop":
+        # TF Model Garden's MobileNet RMSProp (TF1 semantics: epsilon 0.002 outside the sqrt).
+        return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=0.002)
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    # Decay kernels only: BN scales/offsets and biases are excluded, as in timm and big_vision.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer

@@ -1,0 +1,264 @@
+"""Model tests: pinned sizes and costs, keras.applications equivalence, shapes, dtypes, decay."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from mobilenet_tf.models import ALPHAS, MODEL_NAMES, build_model, count_macs
+
+KERAS_APPLICATION = {
+    "mobilenet_v1": keras.applications.MobileNet,
+    "mobilenet_v2": keras.applications.MobileNetV2,
+}
+# Last feature map layer, for comparing bodies without the softmax squashing differences.
+FEATURE_LAYER = {"mobilenet_v1": "conv_pw_13_relu", "mobilenet_v2": "out_relu"}
+# Kernel scale for `randomize`, per family.
+GAIN = {"mobilenet_v1": 1.0, "mobilenet_v2": 0.8}
+ALL_WIDTHS = [(name, alpha) for name in MODEL_NAMES for alpha in ALPHAS[name]]
+
+# Parameters at 1000 classes, 224x224 (the count does not depend on the size); measured from
+# keras.applications.MobileNet/MobileNetV2(weights=None), Keras 3.15.1.
+PARAMS = {
+    ("mobilenet_v1", 0.25): 475_544,
+    ("mobilenet_v1", 0.5): 1_342_536,
+    ("mobilenet_v1", 0.75): 2_601_976,
+    ("mobilenet_v1", 1.0): 4_253_864,
+    ("mobilenet_v2", 0.35): 1_691_208,
+    ("mobilenet_v2", 0.5): 1_987_224,
+    ("mobilenet_v2", 0.75): 2_663_064,
+    ("mobilenet_v2", 1.0): 3_538_984,
+    ("mobilenet_v2", 1.3): 5_431_048,
+    ("mobilenet_v2", 1.4): 6_156_712,
+}
+
+# (name, alpha, size): (our exact count, published millions of MACs from the papers /
+# TF-slim model tables). The published figures are rounded to the million.
+MACS = {
+    ("mobilenet_v1", 1.0, 224): (568_740_352, 569),
+    ("mobilenet_v1", 0.5, 160): (76_524_800, 77),
+    ("mobilenet_v1", 0.25, 128): (13_570_048, 14),
+    ("mobilenet_v2", 1.0, 224): (300_774_272, 300),
+    ("mobilenet_v2", 1.4, 224): (582_195_824, 582),
+    ("mobilenet_v2", 0.35, 224): (59_285_808, 59),
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    keras.backend.clear_session()
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def weight_layers(model):
+    return {layer.name: layer for layer in model.layers if layer.weights}
+
+
+def copy_weights_by_name(source, target):
+    """Copies every weight-bearing layer of `target` from its namesake in `source`."""
+    source_layers = weight_layers(source)
+    for name, layer in weight_layers(target).items():
+        weights = source_layers[name].get_weights()
+        assert [w.shape for w in layer.get_weights()] == [w.shape for w in weights], name
+        layer.set_weights(weights)
+
+
+def randomize(model, seed, gain):
+    """Random weights that keep the signal alive to the last layer, so comparisons bite.
+
+    The default Glorot init with identity BN statistics shrinks activations layer after layer
+    until the last feature map no longer depends on the input (then any two bodies "agree").
+    He-normal kernels times `gain` and random but near-identity BN statistics keep the output
+    input-dependent and also exercise BN epsilon and ordering. V2's residual sums grow without
+    a norm in between, so it needs a gain below 1 to stay out of the chaotic regime where
+    float32 round-off alone moves the output.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([
+                rng.uniform(0.8, 1.2, n), rng.normal(0, 0.1, n),
+                rng.normal(0, 0.1, n), rng.uniform(0.5, 1.5, n),
+            ])
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            shape = layer.kernel.shape
+            kernel = gain * rng.normal(0, math.sqrt(2 / math.prod(shape[:-1])), shape)
+            layer.set_weights([kernel] + [rng.normal(0, 0.1, w.shape) for w in layer.weights[1:]])
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            shape = layer.kernel.shape
+            layer.set_weights([gain * rng.normal(0, math.sqrt(2 / math.prod(shape[:2])), shape)])
+
+
+def assert_input_dependent(y):
+    """Guards against vacuous comparisons: the two images of the batch must differ."""
+    y = np.asarray(y)
+    assert np.abs(y[0] - y[1]).max() > 1e-3 * np.abs(y).max() > 0
+
+
+def features(model, name):
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYER[name]).output)
+
+
+@pytest.mark.parametrize("name,alpha", ALL_WIDTHS)
+def test_param_count(name, alpha):
+    assert build_model(name, alpha=alpha).count_params() == PARAMS[(name, alpha)]
+
+
+@pytest.mark.parametrize("name,alpha", ALL_WIDTHS)
+def test_matches_keras_applications(name, alpha):
+    reference = KERAS_APPLICATION[name](
+        weights=None, alpha=alpha, input_shape=(224, 224, 3), classes=1000
+    )
+    randomize(reference, seed=1, gain=GAIN[name])
+    ours = build_model(name, alpha=alpha)
+    assert set(weight_layers(ours)) == set(weight_layers(reference))
+    copy_weights_by_name(reference, ours)
+
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(
+        ours(x, training=False), reference(x, training=False), rtol=0, atol=1e-5
+    )
+    ours_features = features(ours, name)(x, training=False)
+    assert_input_dependent(ours_features)
+    np.testing.assert_allclose(
+        ours_features, features(reference, name)(x, training=False), rtol=0, atol=1e-5
+    )
+
+
+def test_v2_matches_keras_applications_on_odd_non_square_input():
+    # Both pad with correct_pad, so odd sizes agree too. (Our V1 deliberately differs from
+    # keras.applications' at odd sizes; see the mobilenet_v1 module docstring.)
+    reference = keras.applications.MobileNetV2(
+        weights=None, alpha=0.35, input_shape=(33, 47, 3), include_top=False
+    )
+    randomize(reference, seed=1, gain=GAIN["mobilenet_v2"])
+    ours = build_model("mobilenet_v2", alpha=0.35, image_size=(33, 47), include_top=False)
+    copy_weights_by_name(reference, ours)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 33, 47, 3)).astype("float32")
+    y = ours(x, training=False)
+    assert tuple(y.shape) == (2, 2, 2, 1280)
+    assert_input_dependent(y)
+    np.testing.assert_allclose(y, reference(x, training=False), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("key", sorted(MACS))
+def test_macs_match_papers(key):
+    name, alpha, size = key
+    exact, published_millions = MACS[key]
+    macs = count_macs(build_model(name, alpha=alpha, image_size=size))
+    assert macs == exact
+    # 1%, except that a figure rounded to the million can be up to 0.5M off (V1-0.25-128:
+    # 13.57M published as 14M, 3.1% off).
+    tolerance = max(0.01 * published_millions, 0.5) * 1e6
+    assert abs(macs - published_millions * 1e6) <= tolerance
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("size", [(96, 128), (32, 32), (33, 47)])
+def test_output_shapes(name, size):
+    alpha = ALPHAS[name][0]
+    x = np.zeros((2, *size, 3), "float32")
+    model = build_model(name, alpha=alpha, image_size=size, num_classes=10)
+    assert tuple(model(x, training=False).shape) == (2, 10)
+
+    # Each stride-2 layer gives ceil(size / 2), TensorFlow's 'SAME'; five of them.
+    body = build_model(name, alpha=alpha, image_size=size, include_top=False)
+    channels = int(1024 * alpha) if name == "mobilenet_v1" else 1280
+    expected = (2, math.ceil(size[0] / 32), math.ceil(size[1] / 32), channels)
+    assert tuple(body(x, training=False).shape) == expected
+
+
+def test_model_names():
+    assert build_model("mobilenet_v2").name == "mobilenet_v2_1.00_224"
+    assert build_model("mobilenet_v1", alpha=0.25, image_size=(96, 128)).name == (
+        "mobilenet_v1_0.25_96x128"
+    )
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_include_preprocessing(name):
+    kwargs = dict(alpha=ALPHAS[name][0], image_size=64, include_top=False)
+    with_rescale = build_model(name, include_preprocessing=True, **kwargs)
+    without = build_model(name, include_preprocessing=False, **kwargs)
+    assert with_rescale.get_layer("rescale") is not None
+    randomize(with_rescale, seed=2, gain=GAIN[name])
+    copy_weights_by_name(with_rescale, without)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    y = with_rescale(pixels, training=False)
+    assert_input_dependent(y)
+    np.testing.assert_allclose(y, without(pixels / 127.5 - 1, training=False), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("policy,compute_dtype", [
+    ("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16"),
+])
+def test_mixed_precision_outputs_float32(name, policy, compute_dtype, restore_policy):
+    kwargs = dict(alpha=ALPHAS[name][0], image_size=64, num_classes=10, dropout=0.0)
+    reference = build_model(name, **kwargs)
+    randomize(reference, seed=3, gain=GAIN[name])
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    expected = reference(x, training=False)
+    assert_input_dependent(expected)
+
+    keras.mixed_precision.set_global_policy(policy)
+    model = build_model(name, **kwargs)
+    # Weights are float32 variables under a mixed policy, so float32 weights load by name,
+    # including into the float32 classifier.
+    copy_weights_by_name(reference, model)
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert model.layers[1].compute_dtype == compute_dtype
+    probs = model(x, training=False)
+    assert model.output.dtype == "float32"
+    assert keras.backend.standardize_dtype(probs.dtype) == "float32"
+    np.testing.assert_allclose(np.sum(probs, axis=-1), 1.0, atol=1e-6)
+    # Measured: <= 2e-4 (float16) and <= 3e-3 (bfloat16) off float32 on probabilities up to
+    # 0.47; the default-initialised model, i.e. weights not loaded, is off by more than 0.04.
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=0.01)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_weight_decay(name):
+    weight_decay = 4e-5
+    model = build_model(
+        name, alpha=ALPHAS[name][0], image_size=32, num_classes=10, weight_decay=weight_decay
+    )
+    decayed = [
+        layer for layer in model.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
+    ]
+    depthwise = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.DepthwiseConv2D)
+    ]
+    assert depthwise and all(layer.depthwise_regularizer is None for layer in depthwise)
+    assert all(layer.bias_regularizer is None for layer in decayed)
+    assert len(model.losses) == len(decayed)
+    expected = sum(
+        weight_decay / 2 * np.sum(np.square(layer.kernel.numpy().astype("float64")))
+        for layer in decayed
+    )
+    total = float(sum(float(loss) for loss in model.losses))
+    assert total == pytest.approx(expected, rel=1e-6)
+
+    assert build_model(name, alpha=ALPHAS[name][0], image_size=32).losses == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(name="mobilenet_v3"),
+    dict(name="mobilenet_v2", image_size=31),
+    dict(name="mobilenet_v1", image_size=(31, 64)),
+    dict(name="mobilenet_v1", image_size=(64, 16)),
+    dict(name="mobilenet_v2", alpha=0.0),
+])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        build_model(**kwargs)
