@@ -63,5 +63,26 @@ class CheckpointManagerCallback(keras.callbacks.Callback):
             shutil.rmtree(self._scratch, ignore_errors=True)
 
 
-def latest(model_dir: str) -> str | None:
-    return tf.train.latest_checkpoint(model_dir)
+def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bool = True):
+    """(model, cfg) of a training run: its config.json, its newest checkpoint (or `checkpoint_path`).
+
+    When the run kept a moving average of the weights (`ema_decay` > 0) and `ema` is True, the
+    model holds the averaged weights, which is what evaluation and export use.
+
+    Raises:
+      FileNotFoundError: `model_dir` has no config.json or no checkpoint.
+    """
+    from mobilenet_tf import config, optim
+    from mobilenet_tf.models import build_from_config
+
+    cfg = config.load(model_dir)
+    path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+    if not path:
+        raise FileNotFoundError(f"{model_dir} holds no checkpoint")
+    model = build_from_config(cfg.model, weight_decay=0.0)
+    optimizer = optim.build_optimizer(cfg.train, steps_per_epoch=1)
+    optimizer.build(model.trainable_variables)
+    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path).assert_existing_objects_matched()
+    if ema and optimizer.use_ema:
+        optimizer.finalize_variable_values(model.trainable_variables)
+    return model, cfg

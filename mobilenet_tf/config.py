@@ -7,6 +7,7 @@ the CLI takes these objects and trusts them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 
@@ -18,6 +19,7 @@ class ModelConfig:
     alpha: float = 1.0
     image_size: tuple[int, int] = (224, 224)
     num_classes: int | None = None  # None: from the data set
+    class_names: tuple[str, ...] = ()  # filled from the data set when training starts
     dropout: float | None = None
     bn_momentum: float | None = None
     bn_epsilon: float = 1e-3
@@ -56,6 +58,7 @@ class TrainConfig:
     decay_rate: float = 0.94
     decay_epochs: float = 2.5
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0: no moving average of the weights
     log_steps: int = 100
     checkpoint_steps: int = 0  # 0: only at each epoch's end
     keep_checkpoints: int = 3
@@ -82,6 +85,39 @@ def replace(cfg: Config, **sections: dict) -> Config:
     return dataclasses.replace(
         cfg, **{name: dataclasses.replace(getattr(cfg, name), **fields) for name, fields in sections.items()}
     )
+
+
+CONFIG_FILE = "config.json"
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=1)
+
+
+def from_json(text: str) -> Config:
+    """The Config `to_json` wrote (lists become the tuples the dataclasses hold)."""
+    record = json.loads(text)
+    sections = {}
+    for field in dataclasses.fields(Config):
+        cls = type(getattr(Config(), field.name))
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.get(field.name, {}).items()}
+        sections[field.name] = cls(**values)
+    return Config(**sections)
+
+
+def save(cfg: Config, model_dir: str) -> None:
+    """Write `model_dir/config.json` (temp name, then rename): what eval and export rebuild from."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, CONFIG_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(to_json(cfg))
+    os.replace(tmp, path)
+
+
+def load(model_dir: str) -> Config:
+    with open(os.path.join(model_dir, CONFIG_FILE)) as f:
+        return from_json(f.read())
 
 
 def default_cache_dir() -> str:

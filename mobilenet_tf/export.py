@@ -17,26 +17,20 @@ import tensorflow as tf
 
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import preprocess
-from mobilenet_tf.models import build_model
+from mobilenet_tf.models import build_from_config, copy_weights
 
 LABELS_FILE = "labels.txt"
 
 
 def serving_model(model: keras.Model, cfg: Config) -> keras.Model:
     """A float32 copy of `model` that takes 0-255 pixels (weights copied by layer name)."""
-    m = cfg.model
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
-        exported = build_model(
-            m.name, alpha=m.alpha, image_size=m.image_size, num_classes=model.output_shape[-1],
-            dropout=m.dropout, bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon, include_preprocessing=True,
-        )
+        exported = build_from_config(cfg.model, weight_decay=0.0, include_preprocessing=True)
     finally:
         keras.config.set_dtype_policy(policy)
-    for layer in exported.layers:
-        if layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+    copy_weights(model, exported)
     return exported
 
 
@@ -82,8 +76,9 @@ def next_version(export_base: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_saved_model(model: keras.Model, cfg: Config, class_names, export_base: str, version: int | None = None) -> str:
+def export_saved_model(model: keras.Model, cfg: Config, export_base: str, version: int | None = None) -> str:
     """Write the SavedModel to `<export_base>/<version>/` (through a temporary name); its path."""
+    class_names = cfg.model.class_names
     exported = serving_model(model, cfg)
     os.makedirs(export_base, exist_ok=True)
     version = version or next_version(export_base)

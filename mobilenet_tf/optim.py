@@ -64,12 +64,14 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int, weight_decay: floa
     as an L2 penalty built into the model's kernels.
     """
     schedule = build_schedule(train, steps_per_epoch)
+    # The optimizer keeps the moving average of the weights (checkpointed with its slots).
+    ema = dict(use_ema=train.ema_decay > 0, ema_momentum=train.ema_decay or 0.99)
     if train.optimizer == "rmsprop":
         # TF Model Garden's MobileNet RMSProp (TF1 semantics: epsilon 0.002 outside the sqrt).
-        return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=0.002)
+        return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=0.002, **ema)
     if train.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **ema)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **ema)
     # Decay kernels only: BN scales/offsets and biases are excluded, as in timm and big_vision.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     return optimizer

@@ -17,11 +17,11 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from mobilenet_tf import distribute, evaluate, export, optim
+from mobilenet_tf import config, distribute, evaluate, export, optim
 from mobilenet_tf.checkpoint import CheckpointManagerCallback
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import pipeline, sources, tfrecord
-from mobilenet_tf.models import build_model
+from mobilenet_tf.models import build_from_config
 
 
 def model_dir_for(cfg: Config) -> str:
@@ -32,14 +32,9 @@ def model_dir_for(cfg: Config) -> str:
     return os.path.join("runs", f"{cfg.model.name}_{name}")
 
 
-def build_train_model(cfg: Config, num_classes: int) -> keras.Model:
+def build_train_model(cfg: Config) -> keras.Model:
     """The model being trained (pixels in [-1, 1]); AdamW decays weights itself, not through L2."""
-    m = cfg.model
-    l2 = 0.0 if cfg.train.optimizer == "adamw" else m.weight_decay
-    return build_model(
-        m.name, alpha=m.alpha, image_size=m.image_size, num_classes=num_classes, dropout=m.dropout,
-        bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon, weight_decay=l2,
-    )
+    return build_from_config(cfg.model, weight_decay=0.0 if cfg.train.optimizer == "adamw" else None)
 
 
 def make_train_loop(strategy, model, optimizer, cfg: Config):
@@ -95,12 +90,16 @@ def train(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     # 2. Data.
     info = datasets or sources.resolve(cfg.data)
     num_classes = cfg.model.num_classes or info.num_classes
+    class_names = tuple(info.class_names) if len(info.class_names) == num_classes else tuple(map(str, range(num_classes)))
+    cfg = config.replace(cfg, model={"num_classes": num_classes, "class_names": class_names})
+    if chief:
+        config.save(cfg, model_dir)
     steps_per_epoch = pipeline.steps_per_epoch(info.counts["train"], cfg.train.batch_size)
     total_steps = cfg.train.epochs * steps_per_epoch
 
     # 3. Model, optimizer and checkpoint under the strategy's scope.
     with strategy.scope():
-        model = build_train_model(cfg, num_classes)
+        model = build_train_model(cfg)
         optimizer = optim.build_optimizer(cfg.train, steps_per_epoch, weight_decay=cfg.model.weight_decay)
         optimizer.build(model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -167,8 +166,14 @@ def train(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
     result = {"step": step, **metrics}
     if chief:
-        result["export"] = export.export_saved_model(model, cfg, info.class_names, os.path.join(model_dir, "export"))
+        result["export"] = export.export_saved_model(model, cfg, os.path.join(model_dir, "export"))
         with open(os.path.join(model_dir, "metrics.json"), "w") as f:
             json.dump(result, f)
     print(f"held-out top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['examples']} images)")
     return result
+
+
+if __name__ == "__main__":  # `python -m mobilenet_tf.train` is `mobilenet-train`
+    from mobilenet_tf.cli.train import run
+
+    run()

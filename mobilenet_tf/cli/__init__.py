@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -9,6 +10,17 @@ import sys
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ start-up chatter off the terminal unless the user asked for it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def show_progress_logs() -> None:
+    """absl INFO lines from this package; TensorFlow's own INFO lines (saver sharding, asset
+    writing) would drown them, so only its warnings and errors pass."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= logging.WARNING or f"{os.sep}mobilenet_tf{os.sep}" in record.pathname
+    )
 
 
 def fail(command: str, message: str) -> None:

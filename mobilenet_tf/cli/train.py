@@ -9,7 +9,7 @@ from mobilenet_tf import cli
 
 cli.quiet_tensorflow()
 
-from absl import app, logging  # noqa: E402
+from absl import app  # noqa: E402
 
 from mobilenet_tf import flags  # noqa: E402
 
@@ -31,7 +31,7 @@ def main(argv):
     if pipeline.steps_per_epoch(info.counts["train"], cfg.train.batch_size) < 1:
         cli.fail(COMMAND, f"--batch_size={cfg.train.batch_size}: larger than the {info.counts['train']} training "
                           f"images of {cfg.data.dataset}; use a smaller batch")
-    logging.set_verbosity(logging.INFO)
+    cli.show_progress_logs()
     train.train(cfg, datasets=info)
 
 

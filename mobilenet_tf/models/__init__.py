@@ -113,3 +113,39 @@ def count_macs(model):
             positions = math.prod(layer.output.shape[1:-1])
             total += positions * math.prod(layer.kernel.shape)
     return total
+
+
+def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=False):
+    """`build_model` from a `config.ModelConfig` (num_classes already resolved).
+
+    `weight_decay` overrides the config's L2 (the trainer passes 0 when AdamW decays weights).
+    """
+    m = model_cfg
+    return build_model(
+        m.name, alpha=m.alpha, image_size=m.image_size, num_classes=m.num_classes, dropout=m.dropout,
+        bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
+        weight_decay=m.weight_decay if weight_decay is None else weight_decay,
+        include_preprocessing=include_preprocessing,
+    )
+
+
+def copy_weights(source, target):
+    """Copies each weight-bearing layer of `target` from the layer of the same name in `source`.
+
+    This is how keras.applications weights, checkpoints of other input sizes and the exported
+    (0-255 input) twin of a trained model are filled in.
+
+    Raises:
+      ValueError: when a layer is missing from `source` or its weight shapes differ.
+    """
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            weights = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise ValueError(f"{source.name} has no layer {layer.name!r} to copy weights from") from None
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [w.shape for w in weights] != expected:
+            raise ValueError(f"layer {layer.name!r}: weight shapes {[w.shape for w in weights]} != {expected}")
+        layer.set_weights(weights)

@@ -1,0 +1,43 @@
+"""Encoders for the image formats TensorFlow decodes but cannot write (BMP, GIF), for tests."""
+
+import struct
+
+import numpy as np
+
+
+def encode_bmp(image: np.ndarray) -> bytes:
+    """24-bit uncompressed BMP of a uint8 [h, w, 3] RGB image."""
+    height, width, _ = image.shape
+    stride = (width * 3 + 3) & ~3
+    rows = [image[y, :, ::-1].tobytes() + b"\0" * (stride - width * 3) for y in range(height - 1, -1, -1)]
+    pixels = b"".join(rows)
+    header = b"BM" + struct.pack("<IHHI", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return header + info + pixels
+
+
+def encode_gif(gray: np.ndarray) -> bytes:
+    """GIF89a of a uint8 [h, w] grayscale image (gray palette; LZW with literal codes only)."""
+    height, width = gray.shape
+    codes = []
+    flat = gray.reshape(-1).tolist()
+    # A clear code every 250 literals keeps every code 9 bits wide.
+    for start in range(0, len(flat), 250):
+        codes.append(256)
+        codes.extend(flat[start : start + 250])
+    codes.append(257)
+    bits, nbits, data = 0, 0, bytearray()
+    for code in codes:
+        bits |= code << nbits
+        nbits += 9
+        while nbits >= 8:
+            data.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+    if nbits:
+        data.append(bits & 0xFF)
+    blocks = b"".join(bytes([len(data[i : i + 255])]) + bytes(data[i : i + 255]) for i in range(0, len(data), 255))
+    palette = bytes(v for g in range(256) for v in (g, g, g))
+    screen = struct.pack("<HHBBB", width, height, 0xF7, 0, 0)
+    descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
+    return b"GIF89a" + screen + palette + descriptor + b"\x08" + blocks + b"\x00\x3b"
