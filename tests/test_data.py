@@ -71,7 +71,7 @@ def test_classic_label_offset(tmp_path):
     ds = pipeline.build_dataset(info, DataConfig(), split="validation", global_batch_size=8, image_size=IMAGE_SIZE,
                                 training=False)
     labels = np.concatenate([y.numpy() for _, y in ds])
-    np.testing.assert_array_equal(labels, [0, 1, 2])
+    np.testing.assert_array_equal(labels, [0, 1, 2, -1, -1, -1, -1, -1])  # padded to a whole batch
 
 
 def _rgb_image(height=40, width=60):
@@ -165,10 +165,13 @@ def test_every_epoch_sees_each_example_once(info):
     assert (np.bincount(labels, minlength=10) <= split_counts).all()
 
 
-def test_eval_dataset_is_whole_split(info):
+def test_eval_dataset_is_whole_split_padded(info):
     ds = pipeline.build_dataset(info, DIGITS.data, split="validation", global_batch_size=64, image_size=IMAGE_SIZE,
                                 training=False)
-    labels = np.concatenate([y.numpy() for _, y in ds])
-    assert len(labels) == 360
+    batches = [y.numpy() for _, y in ds]
+    assert [len(b) for b in batches] == [64] * 6  # 360 padded to whole batches with label -1
+    labels = np.concatenate(batches)
+    assert (labels[360:] == -1).all()
+    labels = labels[:360]
     np.testing.assert_array_equal(np.bincount(labels, minlength=10),
                                   np.bincount([label for _, label in read_split(info, "validation")], minlength=10))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mobilenet_tf.data import augment
+
 
 def decode_window(encoded: tf.Tensor, window_fn) -> tf.Tensor:
     """uint8 RGB [h, w, 3] of the window `window_fn(shape)` picks on the image's [h, w, c] shape."""
@@ -59,7 +61,8 @@ def inception_window(shape, seed, area_range, aspect_range, fallback_fraction=0.
 
 def resize(image: tf.Tensor, image_size) -> tf.Tensor:
     """float32 [H, W, 3] in 0..255, bilinear (as the reference trainers)."""
-    return tf.image.resize(image, image_size, method="bilinear")
+    # The same pixels as resizing the uint8 image, but TensorFlow's float kernel is ~1.6x faster.
+    return tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -68,7 +71,8 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
 
 
 def train_image(encoded, seed, image_size, data) -> tf.Tensor:
-    """Training pixels in [-1, 1]: Inception crop on the encoded bytes, optional flip, resize."""
+    """Training pixels in [-1, 1]: Inception crop on the encoded bytes, optional flip, resize,
+    optional RandAugment."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     image = decode_window(
         encoded,
@@ -78,7 +82,11 @@ def train_image(encoded, seed, image_size, data) -> tf.Tensor:
     )
     if data.random_flip:
         image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return normalize(resize(image, image_size))
+    image = resize(image, image_size)
+    if data.randaugment_ops:  # on the final 0..255 pixels, as RandAugment's ops expect
+        augment_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 2)
+        image = augment.randaugment(image, augment_seed, data.randaugment_ops, data.randaugment_magnitude)
+    return normalize(image)
 
 
 def eval_pixels(encoded, image_size, crop_fraction) -> tf.Tensor:

@@ -1,36 +1,160 @@
-"""Data set names -> a directory of record shards with its DatasetInfo.
+"""Data set names -> the DatasetInfo (record files, feature keys, classes, counts) `build_dataset` reads.
 
-`digits` (the embedded default) and `tfrecord:DIR` (our converter's output, or the classic TF/TPU
-ImageNet records when DIR has a dataset_info.json saying label_offset 1).
+- `digits`: the embedded default.
+- `tfrecord:DIR`: mobilenet-convert's output (DIR/dataset_info.json), or the classic records of the
+  TF/TPU ImageNet converters (the same shard names and keys, labels 1..1000, no dataset_info.json).
+  Those are scanned once (counts, labels and synsets; cached under the cache dir) and need
+  --label_offset, which is checked against the labels found: the smallest must become 0.
+- `folder:DIR`: class folders, converted once by `convert` into <cache dir>/folders/ (the same
+  records and skip list as mobilenet-convert) and read from there; a later run redoes only the
+  shards whose files changed.
+- `tfds:NAME[:VERSION]`: a TFDS image classification set (see tfds_source).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
+import time
+
+from absl import logging
 
 from mobilenet_tf.config import DataConfig, default_cache_dir
-from mobilenet_tf.data import digits, tfrecord
+from mobilenet_tf.data import convert, digits, tfds_source, tfrecord
 
-KINDS = ("digits", "tfrecord")
+KINDS = ("digits", "tfrecord", "folder", "tfds")
+# Folders with fewer files are converted in this process: starting worker processes costs more.
+SMALL_FOLDER = 2000
 
 
-def check_spec(spec: str) -> str | None:
-    """None when `spec` names a data set we can read, else a sentence saying what is wrong."""
+class SourceError(ValueError):
+    """A data set that cannot be read as given; the message says why and which flag fixes it."""
+
+
+def check_spec(spec: str, data: DataConfig | None = None) -> str | None:
+    """None when `spec` names a data set we can read (with `data`'s --label_offset, --tfds_data_dir,
+    --validation_fraction), else a sentence saying what is wrong."""
+    data = data or DataConfig(dataset=spec)
     kind, _, arg = spec.partition(":")
+    if data.label_offset is not None and (kind != "tfrecord" or data.label_offset < 0):
+        return f"--label_offset={data.label_offset}: applies to tfrecord:DIR records only, and must not be negative"
     if kind == "digits":
         return None
     if kind == "tfrecord":
         if not arg:
             return "--dataset=tfrecord:DIR needs the directory of shards"
-        if not os.path.isfile(os.path.join(arg, tfrecord.INFO_FILE)):
-            return f"{arg} has no {tfrecord.INFO_FILE}: convert the images with mobilenet-convert first"
+        if os.path.isfile(os.path.join(arg, tfrecord.INFO_FILE)):
+            return None
+        if not tfrecord.shard_files(arg, "train"):
+            return f"{arg} has no {tfrecord.INFO_FILE} and no train-NNNNN-of-NNNNN shards: convert the images " \
+                   f"with mobilenet-convert first"
+        try:
+            _classic_info(arg, data)
+        except SourceError as error:
+            return str(error)
         return None
-    return f"unknown data set {spec!r}: use one of digits, tfrecord:DIR"
+    if kind == "folder":
+        if not arg:
+            return "--dataset=folder:DIR needs the directory of class folders"
+        if not 0 <= data.validation_fraction < 1:
+            return f"--validation_fraction={data.validation_fraction}: must be in [0, 1)"
+        try:
+            plan = convert.plan_folder(arg, validation_fraction=data.validation_fraction, seed=data.split_seed)
+        except convert.ConvertError as error:
+            return str(error).removeprefix(f"--input_dir={arg}: ")
+        if not plan.splits.get("validation"):
+            return "no held-out images: add DIR/train/<class>/ and DIR/val/<class>/, or a --validation_fraction > 0"
+        return None
+    if kind == "tfds":
+        return tfds_source.check(arg, data.tfds_data_dir)
+    return f"unknown data set {spec!r}: use one of digits, tfrecord:DIR, folder:DIR, tfds:NAME[:VERSION]"
 
 
 def resolve(data: DataConfig) -> tfrecord.DatasetInfo:
     """The DatasetInfo (with its data_dir) of the data set `data.dataset` names."""
     kind, _, arg = data.dataset.partition(":")
+    cache_dir = data.cache_dir or default_cache_dir()
     if kind == "digits":
-        return tfrecord.read_info(digits.materialize(data.cache_dir or default_cache_dir()))
-    return tfrecord.read_info(arg)
+        return tfrecord.read_info(digits.materialize(cache_dir))
+    if kind == "folder":
+        return _folder_info(arg, data, cache_dir)
+    if kind == "tfds":
+        return tfds_source.resolve(arg, data.tfds_data_dir)
+    if not os.path.isfile(os.path.join(arg, tfrecord.INFO_FILE)):
+        return _classic_info(arg, data)
+    info = tfrecord.read_info(arg)
+    if data.label_offset is not None:
+        info = dataclasses.replace(info, label_offset=data.label_offset)
+    return info
+
+
+def _digest(value) -> str:
+    return hashlib.sha1(json.dumps(value).encode()).hexdigest()[:16]
+
+
+def _classic_info(data_dir: str, data: DataConfig) -> tfrecord.DatasetInfo:
+    """The DatasetInfo of records without dataset_info.json, from a scan of their labels (cached)."""
+    files = {split: tfrecord.shard_files(data_dir, split) for split in tfrecord.SPLITS}
+    stats = [(os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in sum(files.values(), [])]
+    cache = os.path.join(data.cache_dir or default_cache_dir(), "tfrecord-scans",
+                         f"{_digest([os.path.abspath(data_dir), stats])}.json")
+    try:
+        with open(cache) as f:
+            scan = json.load(f)
+    except (OSError, ValueError):
+        logging.info("Scanning the labels of the records in %s (once)", data_dir)
+        scan = {"counts": {}, "labels": {}}
+        for split, split_files in files.items():
+            if split_files:
+                count, labels = tfrecord.scan_labels(split_files)
+                scan["counts"][split] = count
+                for label, names in labels.items():
+                    scan["labels"].setdefault(str(label), names)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(scan, f)
+        os.replace(tmp, cache)
+    labels = sorted(int(label) for label in scan["labels"])
+    offset, low, high = data.label_offset, labels[0], labels[-1]
+    if offset is None:
+        raise SourceError(f"{data_dir} has no {tfrecord.INFO_FILE} (its labels run {low}..{high}): give "
+                          f"--label_offset, 1 for the TF/TPU ImageNet converters' records (labels 1..1000, 0 unused), "
+                          f"0 for labels from 0")
+    if low < offset:
+        raise SourceError(f"--label_offset={offset}: {data_dir} has records labelled {low}, which would become "
+                          f"{low - offset}; use --label_offset={low}")
+    if low > offset:
+        raise SourceError(f"--label_offset={offset}: no record in {data_dir} is labelled {offset} (its labels run "
+                          f"{low}..{high}), so class 0 would never be seen; use --label_offset={low}")
+    synsets = tuple(scan["labels"].get(str(label), ["", ""])[0] for label in range(offset, high + 1))
+    names = tuple(scan["labels"].get(str(label), ["", ""])[1] or synset or str(label - offset)
+                  for label, synset in zip(range(offset, high + 1), synsets))
+    return tfrecord.DatasetInfo(
+        name=os.path.basename(os.path.abspath(data_dir)), num_classes=high - offset + 1, class_names=names,
+        counts=scan["counts"], label_offset=offset, synsets=synsets if any(synsets) else (), data_dir=data_dir,
+    )
+
+
+def _folder_info(root: str, data: DataConfig, cache_dir: str) -> tfrecord.DatasetInfo:
+    """Convert the class folders under `root` into the cache (only the shards that changed)."""
+    plan = convert.plan_folder(root, validation_fraction=data.validation_fraction, seed=data.split_seed)
+    output_dir = os.path.join(cache_dir, "folders", f"{plan.name}-"
+                              f"{_digest([os.path.abspath(root), data.validation_fraction, data.split_seed])}")
+    total = sum(len(items) for items in plan.splits.values())
+    logging.info("Reading %s (%d files) through its records in %s", root, total, output_dir)
+    last = [time.monotonic()]
+
+    def progress(done, total):
+        if time.monotonic() - last[0] > 10:
+            last[0] = time.monotonic()
+            logging.info("Converted %d/%d images of %s", done, total, root)
+
+    info = convert.write(plan, output_dir, num_workers=0 if total < SMALL_FOLDER else convert.default_num_workers(),
+                         progress=progress)
+    if info.skipped:
+        logging.warning("%d files of %s are not usable images and were skipped (listed in %s)", len(info.skipped),
+                        root, os.path.join(output_dir, tfrecord.INFO_FILE))
+    return info

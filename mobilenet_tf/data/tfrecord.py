@@ -13,15 +13,14 @@ import glob
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 INFO_FILE = "dataset_info.json"
 SPLITS = ("train", "validation")
 
-FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
-}
+# (image key, label key) of our records; TFDS records use ("image", "label").
+KEYS = ("image/encoded", "image/class/label")
 
 
 def _bytes(value: bytes) -> tf.train.Feature:
@@ -56,14 +55,18 @@ def make_example(
         "image/class/text": _bytes(text.encode()),
         "image/filename": _bytes(filename.encode()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: map fields in key order, so the same inputs give the same bytes in any process.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
-def parse(serialized: tf.Tensor, label_offset: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
+def parse(serialized: tf.Tensor, label_offset: int = 0, keys: tuple[str, str] = KEYS) -> tuple[tf.Tensor, tf.Tensor]:
     """(encoded image bytes, 0-based int32 label) from one serialized Example."""
-    features = tf.io.parse_single_example(serialized, FEATURES)
-    label = tf.cast(features["image/class/label"] - label_offset, tf.int32)
-    return features["image/encoded"], label
+    image_key, label_key = keys
+    features = tf.io.parse_single_example(
+        serialized, {image_key: tf.io.FixedLenFeature([], tf.string), label_key: tf.io.FixedLenFeature([], tf.int64)}
+    )
+    label = tf.cast(features[label_key] - label_offset, tf.int32)
+    return features[image_key], label
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -86,9 +89,13 @@ class DatasetInfo:
     label_offset: int = 0
     synsets: tuple[str, ...] = ()
     skipped: tuple = ()  # ({"file": ..., "reason": ...}, ...)
+    keys: tuple[str, str] = KEYS  # (image, label) feature keys in each Example
+    split_files: dict = dataclasses.field(default_factory=dict)  # split -> files, when not named as ours (TFDS)
     data_dir: str = ""
 
     def files(self, split: str) -> list[str]:
+        if split in self.split_files:
+            return list(self.split_files[split])
         return shard_files(self.data_dir, split)
 
 
@@ -114,8 +121,30 @@ def read_info(data_dir: str) -> DatasetInfo:
         label_offset=int(record.get("label_offset", 0)),
         synsets=tuple(record.get("synsets", ())),
         skipped=tuple(record.get("skipped", ())),
+        keys=tuple(record.get("keys", KEYS)),
+        split_files={k: tuple(v) for k, v in record.get("split_files", {}).items()},
         data_dir=data_dir,
     )
+
+
+def scan_labels(files: list[str]) -> tuple[int, dict[int, tuple[str, str]]]:
+    """(number of records, label -> (synset, text)) of record files, reading only those features."""
+    spec = {
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+        "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "image/class/text": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).batch(4096)
+    ds = ds.map(lambda batch: tf.io.parse_example(batch, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    count, names = 0, {}
+    for batch in ds.as_numpy_iterator():
+        labels = batch["image/class/label"]
+        count += len(labels)
+        values, first = np.unique(labels, return_index=True)
+        for label, i in zip(values.tolist(), first.tolist()):
+            if label not in names:
+                names[label] = (batch["image/class/synset"][i].decode(), batch["image/class/text"][i].decode())
+    return count, names
 
 
 def write_shard(path: str, records) -> None:
