@@ -1,8 +1,12 @@
-"""SavedModel export in the layout TF Serving reads: `<export_base>/<version>/`.
+"""SavedModel export in the layout TF Serving reads (`<export_base>/<version>/`), TFLite beside it.
 
-The exported model takes 0-255 pixels and normalizes inside (`include_preprocessing=True`), and
-its `serving_default` signature takes a 1-D tf.string batch of encoded images (JPEG, PNG, GIF, BMP;
-gray or RGB), preprocessed exactly as evaluation preprocesses them.
+The exported model takes 0-255 pixels and normalizes inside (`include_preprocessing=True`). Its
+`serving_default` signature takes a 1-D tf.string batch of encoded images (JPEG, PNG, GIF, BMP;
+gray or RGB), preprocessed exactly as evaluation preprocesses them; `serving_pixels` takes float
+0-255 pixels [batch, H, W, 3]. Bytes that are not such an image, or whose header announces more
+than `cfg.export.max_pixels` pixels, fail their request with InvalidArgument before anything is
+decoded. `assets.extra/tf_serving_warmup_requests` holds PredictionLog records TF Serving replays
+when it loads the version, so the first real request does not pay for graph initialization.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf.config import Config
@@ -20,6 +25,8 @@ from mobilenet_tf.data import preprocess
 from mobilenet_tf.models import build_from_config, copy_weights
 
 LABELS_FILE = "labels.txt"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+NOT_AN_IMAGE = "not an image: the request bytes must be a JPEG, PNG, GIF or BMP file"
 
 
 def serving_model(model: keras.Model, cfg: Config) -> keras.Model:
@@ -34,10 +41,65 @@ def serving_model(model: keras.Model, cfg: Config) -> keras.Model:
     return exported
 
 
+@tf.autograph.experimental.do_not_convert
+def header_size(encoded: tf.Tensor) -> tf.Tensor:
+    """int64 [height, width] read from the header of a JPEG, PNG, GIF or BMP; [0, 0] for other bytes.
+
+    Only the header is read, so a decompression bomb costs nothing to measure.
+    """
+    # Padding lets every fixed-offset read below run on short (non-image) inputs.
+    padded = tf.strings.join([encoded, tf.constant(b"\0" * 32)])
+
+    def starts_with(magic: bytes):
+        return tf.equal(tf.strings.substr(padded, 0, len(magic)), magic)
+
+    def field(offset, dtype, little_endian):
+        raw = tf.strings.substr(padded, offset, dtype.size)
+        return tf.cast(tf.io.decode_raw(raw, dtype, little_endian=little_endian)[0], tf.int64)
+
+    # PNG: the IHDR chunk right after the signature, big-endian width then height.
+    png = tf.stack([field(20, tf.int32, False), field(16, tf.int32, False)])
+    # GIF: the logical screen, little-endian 16-bit width then height.
+    gif = tf.stack([field(8, tf.uint16, True), field(6, tf.uint16, True)])
+    # BMP: BITMAPINFOHEADER, signed 32-bit width then height (negative height: top-down rows).
+    bmp = tf.abs(tf.stack([field(22, tf.int32, True), field(18, tf.int32, True)]))
+    other = tf.where(starts_with(b"\x89PNG\r\n\x1a\n"), png,
+                     tf.where(starts_with(b"GIF8"), gif, tf.where(starts_with(b"BM"), bmp, tf.zeros([2], tf.int64))))
+    # A JPEG's size sits in its frame header, wherever that is: extract_jpeg_shape finds it.
+    return tf.cond(tf.io.is_jpeg(encoded),
+                   lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64), lambda: other)
+
+
+def checked_eval_pixels(encoded, image_size, crop_fraction: float, max_pixels: int) -> tf.Tensor:
+    """`preprocess.eval_pixels` of `encoded`, after refusing (InvalidArgumentError), from the header
+    alone, bytes that are not an image and images of more than `max_pixels` pixels."""
+    size = header_size(encoded)
+    pixels = tf.reduce_prod(size)
+    checks = [
+        tf.debugging.Assert(pixels > 0, [NOT_AN_IMAGE]),
+        tf.debugging.Assert(pixels <= max_pixels, [
+            f"image refused: more than the {max_pixels / 1e6:g} megapixel limit; its header says height, width", size,
+        ]),
+    ]
+    with tf.control_dependencies(checks):
+        encoded = tf.identity(encoded)
+    return preprocess.eval_pixels(encoded, image_size, crop_fraction)
+
+
+def batch_pixels(images, image_size, crop_fraction: float, max_pixels: int) -> tf.Tensor:
+    """float32 [n, H, W, 3] 0-255 of a 1-D tf.string batch, each image through `checked_eval_pixels`."""
+    return tf.map_fn(
+        lambda encoded: checked_eval_pixels(encoded, image_size, crop_fraction, max_pixels),
+        images,
+        fn_output_signature=tf.TensorSpec([*image_size, 3], tf.float32),
+    )
+
+
 class Servable(tf.Module):
     """The serving signatures around a 0-255 model."""
 
-    def __init__(self, model: keras.Model, class_names, image_size, crop_fraction: float, top_k: int, labels_path: str):
+    def __init__(self, model: keras.Model, class_names, image_size, crop_fraction: float, top_k: int,
+                 labels_path: str, max_pixels: int):
         super().__init__()
         self.model = model
         self.labels = tf.saved_model.Asset(labels_path)
@@ -45,6 +107,7 @@ class Servable(tf.Module):
         self._image_size = tuple(image_size)
         self._crop_fraction = crop_fraction
         self._top_k = min(top_k, len(class_names))
+        self._max_pixels = max_pixels
 
     def _outputs(self, pixels):
         probabilities = tf.cast(self.model(pixels, training=False), tf.float32)
@@ -58,12 +121,7 @@ class Servable(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_bytes(self, images):
-        pixels = tf.map_fn(
-            lambda encoded: preprocess.eval_pixels(encoded, self._image_size, self._crop_fraction),
-            images,
-            fn_output_signature=tf.TensorSpec([*self._image_size, 3], tf.float32),
-        )
-        return self._outputs(pixels)
+        return self._outputs(batch_pixels(images, self._image_size, self._crop_fraction, self._max_pixels))
 
     @tf.function
     def serve_pixels(self, pixels):
@@ -76,13 +134,54 @@ def next_version(export_base: str) -> int:
     return max(versions, default=0) + 1
 
 
+def warmup_images(image_size) -> dict[str, bytes]:
+    """Small encoded test images (a colour gradient) in the formats clients send."""
+    height, width = image_size
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([255 * y / max(height - 1, 1), 255 * x / max(width - 1, 1), np.full_like(y, 128.0)], axis=-1)
+    rgb = rgb.astype(np.uint8)
+    gray = rgb[:, :, :1]
+    large = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
+    return {
+        "jpeg": tf.io.encode_jpeg(rgb, quality=90).numpy(),
+        "png_gray": tf.io.encode_png(gray).numpy(),
+        "jpeg_large": tf.io.encode_jpeg(large, quality=90).numpy(),
+    }
+
+
+def warmup_requests(image_size) -> list:
+    """PredictionLog records for TF Serving's warm-up: each signature, batches of 1 and 3."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    images = warmup_images(image_size)
+    pixels = tf.cast(tf.io.decode_jpeg(images["jpeg"], channels=3), tf.float32)[None]
+    inputs = [
+        ("serving_default", "images", tf.make_tensor_proto([images["jpeg"]], dtype=tf.string)),
+        ("serving_default", "images", tf.make_tensor_proto(list(images.values()), dtype=tf.string)),
+        ("serving_pixels", "pixels", tf.make_tensor_proto(pixels.numpy())),
+    ]
+    logs = []
+    for signature, name, tensor in inputs:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.signature_name = signature
+        request.inputs[name].CopyFrom(tensor)
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
 def export_saved_model(model: keras.Model, cfg: Config, export_base: str, version: int | None = None) -> str:
-    """Write the SavedModel to `<export_base>/<version>/` (through a temporary name); its path."""
+    """Write the SavedModel to `<export_base>/<version>/` (through a temporary name); its path.
+
+    Raises:
+      FileExistsError: `version` is given and already exported.
+    """
     class_names = cfg.model.class_names
     exported = serving_model(model, cfg)
     os.makedirs(export_base, exist_ok=True)
     version = version or next_version(export_base)
     final = os.path.join(export_base, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists: versions are never overwritten (TF Serving may be serving it)")
     # TF Serving ignores names that are not integers, so the temporary directory is never served.
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
@@ -90,7 +189,7 @@ def export_saved_model(model: keras.Model, cfg: Config, export_base: str, versio
         with open(labels_path, "w") as f:
             f.write("".join(f"{name}\n" for name in class_names))
         servable = Servable(exported, class_names, cfg.model.image_size, cfg.data.eval_crop_fraction,
-                            cfg.export.top_k, labels_path)
+                            cfg.export.top_k, labels_path, cfg.export.max_pixels)
         pixels_spec = tf.TensorSpec([None, *cfg.model.image_size, 3], tf.float32, name="pixels")
         saved = os.path.join(tmp, "saved_model")
         tf.saved_model.save(
@@ -100,7 +199,17 @@ def export_saved_model(model: keras.Model, cfg: Config, export_base: str, versio
                 "serving_pixels": servable.serve_pixels.get_concrete_function(pixels_spec),
             },
         )
+        os.makedirs(os.path.join(saved, os.path.dirname(WARMUP_FILE)))
+        with tf.io.TFRecordWriter(os.path.join(saved, WARMUP_FILE)) as writer:
+            for log in warmup_requests(cfg.model.image_size):
+                writer.write(log.SerializeToString())
         os.rename(saved, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+if __name__ == "__main__":  # `python -m mobilenet_tf.export` is `mobilenet-export`
+    from mobilenet_tf.cli.export import run
+
+    run()

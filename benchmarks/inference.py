@@ -1,0 +1,134 @@
+"""Batch-1 CPU inference latency on one thread, MobileNetV2-1.0-224 (1000 classes), four ways:
+
+- keras:            the exported (0-255 input) Keras model called through a tf.function;
+- saved_model_jpeg: the SavedModel's `serving_default` on one JPEG's bytes (decode, crop, resize
+                    and model: what TF Serving runs per request, minus the RPC);
+- tflite_float32:   the stock converter's float32 model on LiteRT (XNNPACK);
+- tflite_int8:      the stock converter's full-integer model (uint8 in, float32 out) on LiteRT.
+
+    nice -n 10 python benchmarks/inference.py [--quick]
+
+Weights are random (latency does not depend on them) and int8 is calibrated on synthetic images.
+The engines are timed in turns, a block of back-to-back calls each per round, so load from other
+processes falls on all of them alike. Prints a table and, last, one JSON line with p50/p90 in ms
+and int8's speed-up over float32 TFLite. `--quick` (fewer rounds, fewer calibration images)
+finishes in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# One thread, set before TensorFlow runs its first op.
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+
+from mobilenet_tf import config, export, tflite  # noqa: E402
+from mobilenet_tf.models import build_from_config  # noqa: E402
+
+IMAGE_SIZE = (224, 224)
+BLOCK = 10
+
+
+def synthetic_photo(rng, height, width) -> np.ndarray:
+    """uint8 RGB with smooth structure and noise, so JPEG sizes and decode times are photo-like."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([np.sin(6 * x + 3 * y), np.cos(5 * y - 2 * x), np.sin(9 * x * y)], axis=-1)
+    image = 127.5 + 90 * base + rng.normal(0, 20, [height, width, 3])
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def percentiles(seconds) -> dict:
+    p50, p90 = np.percentile(np.asarray(seconds) * 1000, [50, 90])
+    return {"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and calibration images (< 60 s)")
+    args = parser.parse_args(argv)
+    rounds, warmup, calibration = (40, 5, 8) if args.quick else (300, 20, 64)
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+
+    cfg = config.replace(
+        config.Config(),
+        model={"name": "mobilenet_v2", "alpha": 1.0, "image_size": IMAGE_SIZE, "num_classes": 1000,
+               "class_names": tuple(f"class_{i}" for i in range(1000))},
+        data={"eval_crop_fraction": 0.875},
+    )
+    model = build_from_config(cfg.model)
+    serving = export.serving_model(model, cfg)
+    pixels = synthetic_photo(rng, *IMAGE_SIZE).astype(np.float32)[None]
+    jpeg = tf.io.encode_jpeg(synthetic_photo(rng, 256, 256), quality=90).numpy()
+
+    with tempfile.TemporaryDirectory(prefix="mobilenet_tf_bench_") as tmp:
+        keras_fn = tf.function(lambda x: serving(x, training=False))
+        saved = tf.saved_model.load(export.export_saved_model(model, cfg, tmp))
+        serve = saved.signatures["serving_default"]
+        representative = np.stack([synthetic_photo(rng, *IMAGE_SIZE) for _ in range(calibration)]).astype(np.float32)
+        flatbuffers = tflite.convert(serving, IMAGE_SIZE, ("float32", "int8"), representative)
+        runners, sizes = {}, {}
+        for mode, flatbuffer in flatbuffers.items():
+            path = os.path.join(tmp, f"model_{mode}.tflite")
+            with open(path, "wb") as f:
+                f.write(flatbuffer)
+            sizes[mode] = round(len(flatbuffer) / 1e6, 2)
+            runner = tflite.LiteRTModel(path, num_threads=1)
+            # Apps hand the interpreter a ready tensor: quantizing the input is not timed.
+            tensor = runner.quantize(pixels)
+            runners[mode] = lambda runner=runner, tensor=tensor: runner.invoke(tensor)
+
+        pixels_tensor, jpeg_tensor = tf.constant(pixels), tf.constant([jpeg])
+        engines = {
+            "keras": lambda: keras_fn(pixels_tensor).numpy(),
+            "saved_model_jpeg": lambda: serve(images=jpeg_tensor)["probabilities"].numpy(),
+            "tflite_float32": runners["float32"],
+            "tflite_int8": runners["int8"],
+        }
+        prepared = time.perf_counter() - started
+        times = {name: [] for name in engines}
+        for name, run in engines.items():
+            for _ in range(warmup):
+                run()
+        # Rounds of BLOCK back-to-back calls per engine (the first of each untimed: it finds the
+        # caches full of the other engines' weights), engines in turn.
+        for _ in range(rounds // BLOCK):
+            for name, run in engines.items():
+                for i in range(BLOCK + 1):
+                    start = time.perf_counter()
+                    run()
+                    if i:
+                        times[name].append(time.perf_counter() - start)
+
+    result = {"model": "mobilenet_v2_1.00_224", "batch": 1, "threads": 1, "calls": len(times["keras"])}
+    result.update({name: percentiles(seconds) for name, seconds in times.items()})
+    result["int8_vs_float32_tflite_speedup"] = {
+        key: round(result["tflite_float32"][key] / result["tflite_int8"][key], 2) for key in ("p50_ms", "p90_ms")
+    }
+    result["tflite_mb"] = sizes
+    result["seconds"] = {"prepare": round(prepared, 1), "total": round(time.perf_counter() - started, 1)}
+
+    print(f"{'engine':<18} {'p50 ms':>8} {'p90 ms':>8}")
+    for name in engines:
+        print(f"{name:<18} {result[name]['p50_ms']:>8.2f} {result[name]['p90_ms']:>8.2f}")
+    speedup = result["int8_vs_float32_tflite_speedup"]
+    print(f"int8 vs float32 TFLite: {speedup['p50_ms']:.2f}x (p50), {speedup['p90_ms']:.2f}x (p90)")
+    print(json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,51 @@
+"""`mobilenet-export`: a trained run -> a TF Serving SavedModel version, and TFLite models beside it.
+
+    mobilenet-export --model_dir=runs/mobilenet_v2_digits --tflite=float32,int8
+
+writes runs/mobilenet_v2_digits/export/<next version>/ and export/tflite/model_{float32,int8}.tflite
+(int8 calibrated on --representative_examples training images).
+"""
+
+from __future__ import annotations
+
+from mobilenet_tf import cli
+
+cli.quiet_tensorflow()
+
+from mobilenet_tf import flags  # noqa: E402
+
+COMMAND = "mobilenet-export"
+flags.define_export_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
+    try:
+        model_dir, checkpoint_path, cfg, version = flags.export_job_from_flags()
+    except flags.FlagError as error:
+        cli.fail(COMMAND, str(error))
+    from mobilenet_tf import export, tflite
+    from mobilenet_tf.checkpoint import restore_model
+    from mobilenet_tf.data import sources
+
+    cli.show_progress_logs()
+    model, _ = restore_model(model_dir, checkpoint_path, ema=flags.FLAGS.ema)
+    path = export.export_saved_model(model, cfg, cfg.export.export_dir, version)
+    print(f"SavedModel {path}", flush=True)
+    if cfg.export.tflite:
+        representative = None
+        if "int8" in cfg.export.tflite:
+            info = sources.resolve(cfg.data)
+            representative = tflite.representative_pixels(info, cfg, cfg.export.representative_examples)
+        for mode, tflite_path in tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
+                                                     representative).items():
+            print(f"TFLite {mode} {tflite_path}", flush=True)
+
+
+def run():
+    cli.run_app(main, flags.__name__)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,169 @@
+"""Classifying encoded images with a trained model in any form it ships in, and scoring it on a split.
+
+`load(path)` takes a SavedModel directory (or a model base path of integer versions: the newest), a
+`.tflite` file written by `mobilenet-export`, or a training run's model_dir (its newest
+checkpoint). Each gives a `Classifier` mapping encoded image bytes to probabilities with the
+evaluation preprocessing: the SavedModel through its own `serving_default` signature (what TF
+Serving runs), the others through `export.checked_eval_pixels`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from mobilenet_tf import config, export, tflite
+from mobilenet_tf.data import tfrecord
+
+
+class Classifier:
+    """Encoded images (JPEG, PNG, GIF, BMP) -> float32 probabilities [n, classes].
+
+    `predict` raises tf.errors.InvalidArgumentError when any of the bytes is not an image.
+    """
+
+    kind: str
+    class_names: tuple[str, ...]
+
+    def predict(self, encoded) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SavedModelClassifier(Classifier):
+    kind = "saved_model"
+
+    def __init__(self, path: str):
+        self.path = path
+        self._serve = tf.saved_model.load(path).signatures["serving_default"]
+        self.class_names = _read_labels(os.path.join(path, "assets", export.LABELS_FILE))
+
+    def predict(self, encoded) -> np.ndarray:
+        return self._serve(images=tf.convert_to_tensor(encoded, tf.string))["probabilities"].numpy()
+
+
+class _PixelClassifier(Classifier):
+    """Decodes and preprocesses in TensorFlow, then runs `self._model` on 0-255 pixels."""
+
+    def __init__(self, image_size, crop_fraction: float, max_pixels: int):
+        self.image_size = tuple(image_size)
+        self._pixels = tf.function(
+            lambda images: export.batch_pixels(images, self.image_size, crop_fraction, max_pixels),
+            input_signature=[tf.TensorSpec([None], tf.string)],
+        )
+
+    def predict(self, encoded) -> np.ndarray:
+        return np.asarray(self._model(self._pixels(tf.convert_to_tensor(encoded, tf.string)).numpy()), np.float32)
+
+
+class TFLiteClassifier(_PixelClassifier):
+    """A .tflite model with the labels.txt and model_info.json `mobilenet-export` writes beside it."""
+
+    kind = "tflite"
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        directory = os.path.dirname(os.path.abspath(path))
+        with open(os.path.join(directory, tflite.INFO_FILE)) as f:
+            info = json.load(f)
+        self.path = path
+        self._model = tflite.LiteRTModel(path, num_threads=num_threads)
+        self.class_names = _read_labels(os.path.join(directory, tflite.LABELS_FILE))
+        super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels)
+
+
+class CheckpointClassifier(_PixelClassifier):
+    """The newest checkpoint of a training run (EMA weights when the run kept them)."""
+
+    kind = "checkpoint"
+
+    def __init__(self, model_dir: str, checkpoint_path: str | None = None, ema: bool = True):
+        from mobilenet_tf.checkpoint import restore_model
+
+        model, cfg = restore_model(model_dir, checkpoint_path, ema=ema)
+        self.path = model_dir
+        self.cfg = cfg
+        self.class_names = tuple(cfg.model.class_names)
+        serving = export.serving_model(model, cfg)
+        self._model = tf.function(lambda pixels: serving(pixels, training=False))
+        super().__init__(cfg.model.image_size, cfg.data.eval_crop_fraction, cfg.export.max_pixels)
+
+
+def _read_labels(path: str) -> tuple[str, ...]:
+    with open(path) as f:
+        return tuple(line.rstrip("\n") for line in f)
+
+
+def kind_of(path: str) -> str | None:
+    """"saved_model", "tflite", "checkpoint" or "model_base" (integer versions); None if none of them."""
+    if os.path.isfile(path):
+        return "tflite" if path.endswith(".tflite") else None
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "saved_model"
+    if os.path.isfile(os.path.join(path, config.CONFIG_FILE)) and os.path.isfile(os.path.join(path, "checkpoint")):
+        return "checkpoint"
+    if os.path.isdir(path) and any(re.fullmatch(r"\d+", d) for d in os.listdir(path)):
+        return "model_base"
+    return None
+
+
+def load(path: str, *, ema: bool = True, num_threads: int | None = None) -> Classifier:
+    """The Classifier of `path` (see the module docstring).
+
+    Raises:
+      ValueError: `path` is none of the forms above.
+    """
+    kind = kind_of(path)
+    if kind == "tflite":
+        return TFLiteClassifier(path, num_threads=num_threads)
+    if kind == "saved_model":
+        return SavedModelClassifier(path)
+    if kind == "checkpoint":
+        return CheckpointClassifier(path, ema=ema)
+    if kind == "model_base":
+        return SavedModelClassifier(os.path.join(path, str(export.next_version(path) - 1)))
+    raise ValueError(f"{path} is not a SavedModel directory, a .tflite file or a training run's model_dir")
+
+
+def top_k(probabilities: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:
+    """Per row, the k most probable (class name, probability), most probable first."""
+    order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
+    return [[(class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
+
+
+def error_message(error: Exception) -> str:
+    """The human part of a TensorFlow error: an assertion's own message, without op names."""
+    text = getattr(error, "message", None) or str(error)
+    asserted = re.search(r"assertion failed: ((?:\[[^\]]*\]\s*)+)", text)
+    if asserted:
+        return " ".join(part.strip() for part in re.findall(r"\[([^\]]*)\]", asserted.group(1)))
+    text = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:\w+\]|Graph execution error:", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def evaluate(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation",
+             batch_size: int = 64) -> dict:
+    """{"top1", "top5", "examples"} of `classifier` on the encoded images of `split`.
+
+    Ties are broken as `top_k` breaks them (lower class index first), not counted as hits as
+    `tf.math.in_top_k` counts them: int8 probabilities come in steps of 1/256, and ties are common.
+    """
+    ds = tf.data.TFRecordDataset(info.files(split))
+    ds = ds.map(lambda record: tfrecord.parse(record, info.label_offset, info.keys))
+    k = min(5, len(classifier.class_names))
+    top1 = top5 = examples = 0
+    for encoded, labels in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
+        ranked = np.argsort(-classifier.predict(encoded), axis=-1, kind="stable")[:, :k]
+        top1 += int(np.sum(ranked[:, 0] == labels))
+        top5 += int(np.sum(ranked == labels[:, None]))
+        examples += len(labels)
+    return {"top1": top1 / max(examples, 1), "top5": top5 / max(examples, 1), "examples": examples}
+
+
+if __name__ == "__main__":  # `python -m mobilenet_tf.predict` is `mobilenet-predict`
+    from mobilenet_tf.cli.predict import run
+
+    run()

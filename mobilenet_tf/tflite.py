@@ -1,0 +1,149 @@
+"""TFLite models of an export (float32, float16, dynamic-range, full-integer int8) and a LiteRT runner.
+
+Every model takes RGB pixels 0-255, [1, H, W, 3], preprocessed as evaluation does (center crop of
+`crop_fraction`, bilinear resize; `model_info.json` beside the models says which), and normalizes
+inside. `int8` is full-integer: uint8 input (the raw pixel: scale 1, zero point 0), int8 weights
+and activations, float32 probabilities out; it is calibrated on training images. They run through
+ai-edge-litert's interpreter (LiteRT), the successor of the deprecated `tf.lite.Interpreter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mobilenet_tf import export
+from mobilenet_tf.config import Config
+from mobilenet_tf.data import preprocess, tfrecord
+
+MODES = ("float32", "float16", "dynamic", "int8")
+DIR = "tflite"
+INFO_FILE = "model_info.json"
+LABELS_FILE = "labels.txt"
+
+
+def model_path(export_base: str, mode: str) -> str:
+    return os.path.join(export_base, DIR, f"model_{mode}.tflite")
+
+
+def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, seed: int = 0) -> np.ndarray:
+    """float32 [count, H, W, 3] 0-255: `count` training images (seeded sample), eval-preprocessed."""
+    files = info.files("train")
+    # Shuffled files, read 16 at a time, then a shuffle buffer: a sample across the whole split
+    # (shards are often written class by class) without opening a thousand files at once.
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16))
+    ds = ds.map(lambda record: tfrecord.parse(record, info.label_offset, info.keys)[0])
+    ds = ds.shuffle(min(info.counts["train"], 10_000), seed=seed).take(count)
+    ds = ds.map(lambda encoded: preprocess.eval_pixels(encoded, cfg.model.image_size, cfg.data.eval_crop_fraction))
+    return np.concatenate(list(ds.batch(64).as_numpy_iterator()))
+
+
+def convert(model: keras.Model, image_size, modes, representative: np.ndarray | None = None) -> dict[str, bytes]:
+    """{mode: flatbuffer} of the 0-255 `model` (see `export.serving_model`) with batch size 1.
+
+    `representative` (float32 0-255 pixels) calibrates `int8` and is required for it.
+    """
+    with tempfile.TemporaryDirectory(prefix="mobilenet_tf_tflite_") as saved:
+        # A SavedModel of one fixed-shape endpoint: the converter freezes its variables from there.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve", lambda pixels: model(pixels, training=False),
+            input_signature=[tf.TensorSpec([1, *image_size, 3], tf.float32, name="pixels")],
+        )
+        archive.write_out(saved, verbose=False)
+        return {mode: _convert(saved, mode, representative) for mode in modes}
+
+
+def _convert(saved: str, mode: str, representative) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    if mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # The uint8 input is the raw pixel (scale 1, zero point 0) only if calibration saw both 0
+        # and 255; photos almost always contain both, and one corner pixel makes sure.
+        pinned = np.array(representative, np.float32)
+        pinned[0, 0, 0, 0], pinned[0, 0, 0, 1] = 0.0, 255.0
+        converter.representative_dataset = lambda: ([image[None]] for image in pinned)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+    return converter.convert()
+
+
+def write_models(model: keras.Model, cfg: Config, export_base: str, modes,
+                 representative: np.ndarray | None = None) -> dict[str, str]:
+    """Write `<export_base>/tflite/model_<mode>.tflite`, labels.txt and model_info.json; {mode: path}."""
+    flatbuffers = convert(export.serving_model(model, cfg), cfg.model.image_size, modes, representative)
+    directory = os.path.join(export_base, DIR)
+    os.makedirs(directory, exist_ok=True)
+    info = {
+        "image_size": list(cfg.model.image_size),
+        "crop_fraction": cfg.data.eval_crop_fraction,
+        "input": "RGB pixels 0-255 [1, H, W, 3]: center crop of crop_fraction of the shorter side, "
+                 "bilinear resize to image_size",
+        "model": f"{cfg.model.name} alpha {cfg.model.alpha}",
+    }
+    _write(os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in cfg.model.class_names).encode())
+    _write(os.path.join(directory, INFO_FILE), json.dumps(info, indent=1).encode())
+    paths = {}
+    for mode, flatbuffer in flatbuffers.items():
+        paths[mode] = model_path(export_base, mode)
+        _write(paths[mode], flatbuffer)
+    return paths
+
+
+def _write(path: str, content: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+class LiteRTModel:
+    """A .tflite classifier on LiteRT: float 0-255 pixels [n, H, W, 3] -> float32 probabilities.
+
+    Quantized inputs and outputs are (de)quantized with the tensors' own scale and zero point.
+    """
+
+    def __init__(self, path: str, num_threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.image_size = tuple(int(d) for d in self.input["shape"][1:3])
+
+    def quantize(self, pixels: np.ndarray) -> np.ndarray:
+        """`pixels` as the input tensor holds them (unchanged for a float input)."""
+        dtype = self.input["dtype"]
+        scale, zero_point = self.input["quantization"]
+        if not np.issubdtype(dtype, np.integer):
+            return pixels.astype(dtype)
+        limits = np.iinfo(dtype)
+        return np.clip(np.round(pixels / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
+        """One already-quantized image [1, H, W, 3] through the interpreter; the raw output."""
+        self.interpreter.set_tensor(self.input["index"], tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        outputs = [self.invoke(self.quantize(image[None])) for image in np.asarray(pixels, np.float32)]
+        probabilities = np.concatenate(outputs)
+        if np.issubdtype(self.output["dtype"], np.integer):
+            scale, zero_point = self.output["quantization"]
+            probabilities = (probabilities.astype(np.float32) - zero_point) * scale
+        return probabilities.astype(np.float32)
