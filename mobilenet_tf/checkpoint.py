@@ -1,13 +1,13 @@
 """The checkpoint-manager callback: saves every N steps and at each epoch's end, resumes the newest.
 
-What an exact resume needs is the model (weights and BN statistics), the optimizer (slots and
-`iterations`, which is the global step); the data order is a pure function of (seed, epoch), so
-the step alone says where in the data the run stands.
+What an exact resume needs is the model (weights, BN statistics, dropout's seed state), the
+optimizer (slots, moving averages, `iterations` which drives the learning rate) and the global
+step (steps skipped by loss scaling do not advance `iterations`); the data order is a pure
+function of (seed, epoch), so the step alone says where in the data the run stands.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 
@@ -31,6 +31,11 @@ class CheckpointManagerCallback(keras.callbacks.Callback):
         self._scratch = None if is_chief else tempfile.mkdtemp(prefix="mobilenet_tf_worker_ckpt_")
         self.manager = tf.train.CheckpointManager(checkpoint, self._scratch or directory, max_to_keep=keep)
         self._last_saved = None
+
+    @property
+    def last_saved(self):
+        """The step of the newest checkpoint written or restored (None before any)."""
+        return self._last_saved
 
     @property
     def step(self) -> int:
@@ -82,7 +87,8 @@ def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bo
     model = build_from_config(cfg.model, weight_decay=0.0)
     optimizer = optim.build_optimizer(cfg.train, steps_per_epoch=1)
     optimizer.build(model.trainable_variables)
-    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path).assert_existing_objects_matched()
-    if ema and optimizer.use_ema:
-        optimizer.finalize_variable_values(model.trainable_variables)
+    tf.train.Checkpoint(model=model, optimizer=optimizer).restore(path).expect_partial()
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if ema and inner.use_ema:
+        inner.finalize_variable_values(model.trainable_variables)
     return model, cfg

@@ -8,7 +8,19 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "") -> tf.distribute.Strategy:
-    """`auto`: MirroredStrategy over all local GPUs when there are several, else one device."""
+    """`auto`: MirroredStrategy over all local GPUs when there are several, else one device.
+
+    Call it before any other TensorFlow work: MultiWorkerMirroredStrategy must configure the
+    collective ops at program start-up.
+    """
+    if name == "multi_worker":
+        # Cluster from TF_CONFIG; collectives over the ring, as in the Keras multi-worker guide.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
     gpus = tf.config.list_logical_devices("GPU")
     if num_gpus is not None:
         gpus = gpus[:num_gpus]
@@ -18,14 +30,6 @@ def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "")
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy([d.name for d in gpus] or None)
-    if name == "multi_worker":
-        # Cluster from TF_CONFIG; collectives over the ring, as in the Keras multi-worker guide.
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
 
 

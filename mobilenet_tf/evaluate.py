@@ -10,7 +10,7 @@ from mobilenet_tf.data import pipeline, tfrecord
 
 
 def eval_dataset(strategy: tf.distribute.Strategy, info: tfrecord.DatasetInfo, cfg: Config, split="validation"):
-    """The distributed evaluation dataset of `split`, in file order, last batch partial."""
+    """The distributed evaluation dataset of `split`, padded to whole batches (labels -1)."""
     return strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.build_dataset(
             info, cfg.data, split=split, global_batch_size=cfg.train.batch_size,
@@ -23,11 +23,12 @@ def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model):
     """A tf.function: distributed batch -> summed [top-1 hits, top-5 hits, examples]."""
 
     def replica_step(images, labels):
-        probabilities = model(images, training=False)
+        probabilities = tf.cast(model(images, training=False), tf.float32)
         k = min(5, probabilities.shape[-1])
-        probabilities = tf.cast(probabilities, tf.float32)
-        hits = [tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, n), tf.float32)) for n in (1, k)]
-        return tf.stack(hits + [tf.cast(tf.shape(labels)[0], tf.float32)])
+        real = tf.cast(labels >= 0, tf.float32)  # label -1: padding to whole batches
+        targets = tf.maximum(labels, 0)
+        hits = [tf.reduce_sum(real * tf.cast(tf.math.in_top_k(targets, probabilities, n), tf.float32)) for n in (1, k)]
+        return tf.stack(hits + [tf.reduce_sum(real)])
 
     @tf.function
     def step(batch):

@@ -8,6 +8,7 @@ line naming the flag and what to do, before any heavy work.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 from absl import flags
@@ -16,6 +17,7 @@ from mobilenet_tf import config, distribute, models, optim
 from mobilenet_tf.data import sources
 
 FLAGS = flags.FLAGS
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class FlagError(ValueError):
@@ -27,9 +29,20 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("model", None, models.MODEL_NAMES, "Architecture.")
     flags.DEFINE_float("alpha", None, "Width multiplier (V1: 0.25-1.0, V2: 0.35-1.4).")
     flags.DEFINE_string("image_size", None, "Input size: 224, or HEIGHTxWIDTH such as 192x256 (each >= 32).")
-    flags.DEFINE_string("dataset", None, "digits (embedded default) or tfrecord:DIR.")
+    flags.DEFINE_string("dataset", None, "digits (embedded default), tfrecord:DIR, folder:DIR or "
+                        "tfds:NAME[:VERSION].")
     flags.DEFINE_string("cache_dir", None, "Where the digits are materialized (default $MOBILENET_TF_CACHE "
                         "or ~/.cache/mobilenet_tf).")
+    flags.DEFINE_integer("label_offset", None, "tfrecord:DIR: subtracted from each label (1 for the TF/TPU "
+                         "ImageNet converters' records); default from DIR/dataset_info.json.")
+    flags.DEFINE_string("tfds_data_dir", None, "tfds:NAME: TFDS data directory (imagenet2012 wants its tars in "
+                        "<dir>/downloads/manual).")
+    flags.DEFINE_float("validation_fraction", None, "folder:DIR without train/ and val/: share of each class "
+                       "held out.")
+    flags.DEFINE_integer("randaugment", None, "RandAugment ops per image (0: off).")
+    flags.DEFINE_float("randaugment_magnitude", None, "RandAugment magnitude, 0 to 1.")
+    flags.DEFINE_float("mixup", None, "MixUp Beta alpha (0: off).")
+    flags.DEFINE_float("cutmix", None, "CutMix factor: Keras draws its Beta alpha from [0, factor] (0: off).")
     flags.DEFINE_string("model_dir", None, "Checkpoints, logs and exports (default runs/<model>_<dataset>).")
     flags.DEFINE_integer("epochs", None, "Epochs to train.")
     flags.DEFINE_integer("batch_size", None, "Global batch size (all replicas together).")
@@ -45,6 +58,19 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("log_steps", None, "A log line every this many steps.")
     flags.DEFINE_integer("checkpoint_steps", None, "Also checkpoint every this many steps (0: epoch ends only).")
     flags.DEFINE_integer("keep_checkpoints", None, "Checkpoints kept.")
+    flags.DEFINE_integer("num_classes", None, "Classifier size (default: the data set's).")
+    flags.DEFINE_boolean("sync_bn", None, "Batch-norm statistics over the global batch (all replicas).")
+    flags.DEFINE_integer("num_gpus", None, "GPUs to use (default all).")
+    flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+    flags.DEFINE_enum("xla", None, ["auto", "true", "false"], "XLA-compile the step (auto: on GPU/TPU only).")
+    flags.DEFINE_enum("precision", None, PRECISIONS, "Compute precision (mixed_float16 uses loss scaling).")
+    flags.DEFINE_float("decay_rate", None, "Exponential schedule: rate per --decay_epochs.")
+    flags.DEFINE_float("decay_epochs", None, "Exponential schedule: epochs per (staircase) decay.")
+    flags.DEFINE_float("ema_decay", None, "Moving average of the weights (0: off; evaluation and export use it).")
+    flags.DEFINE_boolean("deterministic", None, "Op determinism: a rerun, or a resumed run, is bit-identical.")
+    flags.DEFINE_string("pretrained", None, "imagenet (keras.applications' weight file) or a path to such a file.")
+    flags.DEFINE_string("init_checkpoint", None, "Start from another run's checkpoint (a model_dir or ckpt path).")
+    flags.DEFINE_integer("freeze_backbone_epochs", None, "Train only the head (BN frozen) for this many epochs.")
 
 
 # flag name -> (config section, field)
@@ -53,9 +79,18 @@ _FIELDS = {
     "alpha": ("model", "alpha"),
     "image_size": ("model", "image_size"),
     "dropout": ("model", "dropout"),
+    "num_classes": ("model", "num_classes"),
+    "sync_bn": ("model", "sync_bn"),
     "weight_decay": ("model", "weight_decay"),
     "dataset": ("data", "dataset"),
     "cache_dir": ("data", "cache_dir"),
+    "label_offset": ("data", "label_offset"),
+    "tfds_data_dir": ("data", "tfds_data_dir"),
+    "validation_fraction": ("data", "validation_fraction"),
+    "randaugment": ("data", "randaugment_ops"),
+    "randaugment_magnitude": ("data", "randaugment_magnitude"),
+    "mixup": ("data", "mixup_alpha"),
+    "cutmix": ("data", "cutmix_alpha"),
 }
 for _section in ("train",):
     for _field in dataclasses.fields(config.TrainConfig):
@@ -82,6 +117,8 @@ def config_from_flags() -> config.Config:
             if flag == "image_size":
                 value = parse_image_size(value)
             sections.setdefault(section, {})[field] = value
+    if "learning_rate" in sections.get("train", {}):
+        sections["train"]["base_batch_size"] = 0  # a rate given on the command line is absolute
     cfg = config.replace(cfg, **sections)
     validate(cfg)
     return cfg
@@ -97,7 +134,15 @@ def validate(cfg: config.Config) -> None:
     if min(m.image_size) < models.MIN_IMAGE_SIZE:
         raise FlagError(f"--image_size={m.image_size[0]}x{m.image_size[1]}: each side must be at least "
                         f"{models.MIN_IMAGE_SIZE}")
-    problem = sources.check_spec(cfg.data.dataset)
+    if not cfg.data.dataset:
+        raise FlagError(f"--dataset: the {FLAGS.preset} preset needs a data set, e.g. --dataset=tfrecord:DIR "
+                        f"(written by mobilenet-convert) or --dataset=folder:DIR")
+    d = cfg.data
+    if d.randaugment_ops < 0 or not 0 <= d.randaugment_magnitude <= 1 or d.mixup_alpha < 0 or d.cutmix_alpha < 0:
+        raise FlagError(f"--randaugment={d.randaugment_ops} --randaugment_magnitude={d.randaugment_magnitude} "
+                        f"--mixup={d.mixup_alpha} --cutmix={d.cutmix_alpha}: need ops >= 0, magnitude in [0, 1], "
+                        f"alphas >= 0")
+    problem = sources.check_spec(cfg.data.dataset, cfg.data)
     if problem:
         raise FlagError(f"--dataset={cfg.data.dataset}: {problem}")
     for name in ("epochs", "batch_size"):
@@ -110,3 +155,159 @@ def validate(cfg: config.Config) -> None:
             raise FlagError(f"--{name}={getattr(t, name)}: must not be negative")
     if m.dropout is not None and not 0 <= m.dropout < 1:
         raise FlagError(f"--dropout={m.dropout}: must be in [0, 1)")
+    if m.num_classes is not None and m.num_classes < 2:
+        raise FlagError(f"--num_classes={m.num_classes}: a classifier needs at least 2 classes")
+    if not 0 <= t.ema_decay < 1:
+        raise FlagError(f"--ema_decay={t.ema_decay}: must be in [0, 1) (0 turns it off)")
+    if not 0 < t.decay_rate <= 1 or t.decay_epochs <= 0:
+        raise FlagError(f"--decay_rate={t.decay_rate} --decay_epochs={t.decay_epochs}: need 0 < rate <= 1, epochs > 0")
+    if t.warmup_epochs < 0 or t.warmup_epochs > t.epochs:
+        raise FlagError(f"--warmup_epochs={t.warmup_epochs}: must be between 0 and --epochs={t.epochs}")
+    if t.pretrained:
+        if t.pretrained != "imagenet" and not os.path.isfile(t.pretrained):
+            raise FlagError(f"--pretrained={t.pretrained}: no such file; give 'imagenet' or a keras.applications "
+                            f"weight file (.h5)")
+        if m.alpha not in alphas:
+            raise FlagError(f"--pretrained: keras.applications has no ImageNet weights for {m.name} alpha {m.alpha}; "
+                            f"use one of {', '.join(map(str, alphas))}")
+    if t.init_checkpoint and not (tf_checkpoint_exists(t.init_checkpoint)):
+        raise FlagError(f"--init_checkpoint={t.init_checkpoint}: no checkpoint there; give a model_dir or a ckpt-N path")
+    if not 0 <= t.freeze_backbone_epochs <= t.epochs:
+        raise FlagError(f"--freeze_backbone_epochs={t.freeze_backbone_epochs}: must be between 0 and --epochs={t.epochs}")
+
+
+def tf_checkpoint_exists(path: str) -> bool:
+    """A model_dir with a `checkpoint` file, or a checkpoint prefix (its .index file exists)."""
+    return os.path.isfile(os.path.join(path, "checkpoint")) or os.path.isfile(f"{path}.index")
+
+
+def check_replicas(cfg: config.Config, num_replicas: int) -> None:
+    """The global batch must split evenly over the replicas."""
+    if cfg.train.batch_size % num_replicas:
+        raise FlagError(f"--batch_size={cfg.train.batch_size}: not divisible by the {num_replicas} replicas of "
+                        f"--strategy={cfg.train.strategy}; use a multiple of {num_replicas}")
+
+
+# --- mobilenet-export, mobilenet-eval, mobilenet-predict ------------------------------------------
+
+
+def define_export_flags() -> None:
+    flags.DEFINE_string("model_dir", None, "Training run to export: its config.json and newest checkpoint.")
+    flags.DEFINE_string("checkpoint", None, "A checkpoint (.../ckpt-N) to export instead of the newest; its run's "
+                        "config.json is in the same directory.")
+    flags.DEFINE_string("export_dir", None, "TF Serving model base path (default <model_dir>/export).")
+    flags.DEFINE_integer("version", None, "SavedModel version (default: one more than the largest in --export_dir).")
+    flags.DEFINE_list("tflite", [], "TFLite models to write to <export_dir>/tflite/: any of "
+                      "float32,float16,dynamic,int8.")
+    flags.DEFINE_integer("representative_examples", None, "Training images calibrating int8 (default 200).")
+    flags.DEFINE_float("max_megapixels", None, "Serving refuses images with more pixels, before decoding them "
+                       "(default 50).")
+    flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
+    flags.DEFINE_string("cache_dir", None, "Where the digits are materialized (default: the run's).")
+
+
+def define_eval_flags() -> None:
+    flags.DEFINE_string("model_dir", None, "A training run: its newest checkpoint.")
+    flags.DEFINE_string("saved_model", None, "A SavedModel directory (<export_dir>/<version>).")
+    flags.DEFINE_string("tflite", None, "A .tflite model written by mobilenet-export.")
+    flags.DEFINE_string("dataset", None, "Data set whose validation split is scored (default: the run's with "
+                        "--model_dir, else digits).")
+    flags.DEFINE_string("cache_dir", None, "Where the digits are materialized (default $MOBILENET_TF_CACHE "
+                        "or ~/.cache/mobilenet_tf).")
+    flags.DEFINE_integer("batch_size", None, "Images per batch (default: the run's, else 64).")
+    flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
+
+
+def define_predict_flags() -> None:
+    flags.DEFINE_string("model", None, "A SavedModel directory (or model base path: its newest version), a .tflite "
+                        "file or a training run's model_dir.")
+    flags.DEFINE_integer("top_k", 5, "Classes shown per image.")
+    flags.DEFINE_boolean("json", False, "One JSON object per file on stdout instead of the table.")
+    flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the weights when the run kept one.")
+
+
+def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]:
+    """(model_dir, checkpoint path or None, the run's Config with the export flags applied, version)."""
+    from mobilenet_tf import export, tflite
+
+    if bool(FLAGS.model_dir) == bool(FLAGS.checkpoint):
+        raise FlagError("--model_dir or --checkpoint: give exactly one (the run, or one checkpoint of it)")
+    if FLAGS.checkpoint:
+        if not os.path.isfile(f"{FLAGS.checkpoint}.index"):
+            raise FlagError(f"--checkpoint={FLAGS.checkpoint}: no checkpoint there; give a .../ckpt-N path")
+        model_dir = os.path.dirname(FLAGS.checkpoint) or "."
+    else:
+        model_dir = FLAGS.model_dir
+        if not tf_checkpoint_exists(model_dir):
+            raise FlagError(f"--model_dir={model_dir}: no checkpoint there; train with mobilenet-train first")
+    if not os.path.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
+        raise FlagError(f"--model_dir={model_dir}: no {config.CONFIG_FILE} (written by mobilenet-train)")
+    cfg = config.load(model_dir)
+    modes = tuple(dict.fromkeys(mode.strip() for mode in FLAGS.tflite if mode.strip()))
+    unknown = [mode for mode in modes if mode not in tflite.MODES]
+    if unknown:
+        raise FlagError(f"--tflite={','.join(FLAGS.tflite)}: unknown {', '.join(unknown)}; use any of "
+                        f"{','.join(tflite.MODES)}")
+    fields = {"export_dir": FLAGS.export_dir or os.path.join(model_dir, "export"), "tflite": modes}
+    if FLAGS.representative_examples is not None:
+        if FLAGS.representative_examples < 1:
+            raise FlagError(f"--representative_examples={FLAGS.representative_examples}: must be at least 1")
+        fields["representative_examples"] = FLAGS.representative_examples
+    if FLAGS.max_megapixels is not None:
+        if FLAGS.max_megapixels <= 0:
+            raise FlagError(f"--max_megapixels={FLAGS.max_megapixels}: must be positive")
+        fields["max_pixels"] = int(FLAGS.max_megapixels * 1e6)
+    cfg = config.replace(cfg, export=fields, data={"cache_dir": FLAGS.cache_dir or cfg.data.cache_dir})
+    if FLAGS.version is not None:
+        if FLAGS.version < 1:
+            raise FlagError(f"--version={FLAGS.version}: versions are positive integers")
+        export_dir = fields["export_dir"]
+        if os.path.exists(os.path.join(export_dir, str(FLAGS.version))):
+            raise FlagError(f"--version={FLAGS.version}: {export_dir}/{FLAGS.version} exists and is never overwritten; "
+                            f"omit --version for the next one ({export.next_version(export_dir)})")
+    if "int8" in modes:
+        problem = sources.check_spec(cfg.data.dataset, cfg.data)
+        if problem:
+            raise FlagError(f"--tflite=int8 calibrates on the run's data set {cfg.data.dataset}: {problem}")
+    return model_dir, FLAGS.checkpoint, cfg, FLAGS.version
+
+
+def eval_job_from_flags() -> tuple[str, str, config.DataConfig]:
+    """(kind: checkpoint | saved_model | tflite, its path, the data set to score on)."""
+    given = [(kind, path) for kind, path in
+             (("checkpoint", FLAGS.model_dir), ("saved_model", FLAGS.saved_model), ("tflite", FLAGS.tflite)) if path]
+    if len(given) != 1:
+        raise FlagError("--model_dir, --saved_model or --tflite: give exactly one model to evaluate")
+    kind, path = given[0]
+    problems = {
+        "checkpoint": not tf_checkpoint_exists(path) or not os.path.isfile(os.path.join(path, config.CONFIG_FILE)),
+        "saved_model": not os.path.isfile(os.path.join(path, "saved_model.pb")),
+        "tflite": not os.path.isfile(path),
+    }
+    if problems[kind]:
+        flag = {"checkpoint": "model_dir"}.get(kind, kind)
+        raise FlagError(f"--{flag}={path}: no {kind.replace('_', ' ')} there")
+    data = config.load(path).data if kind == "checkpoint" else config.DataConfig()
+    data = dataclasses.replace(data, dataset=FLAGS.dataset or data.dataset or "digits",
+                               cache_dir=FLAGS.cache_dir or data.cache_dir)
+    problem = sources.check_spec(data.dataset, data)
+    if problem:
+        raise FlagError(f"--dataset={data.dataset}: {problem}")
+    if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
+        raise FlagError(f"--batch_size={FLAGS.batch_size}: must be at least 1")
+    return kind, path, data
+
+
+def predict_job_from_flags(files: list[str]) -> str:
+    """The validated --model path (the files are checked one by one while predicting)."""
+    from mobilenet_tf import predict
+
+    if not FLAGS.model:
+        raise FlagError("--model: give a SavedModel directory, a .tflite file or a training run's model_dir")
+    if predict.kind_of(FLAGS.model) is None:
+        raise FlagError(f"--model={FLAGS.model}: not a SavedModel directory, a .tflite file or a model_dir")
+    if FLAGS.top_k < 1:
+        raise FlagError(f"--top_k={FLAGS.top_k}: must be at least 1")
+    if not files:
+        raise FlagError("no image files given: mobilenet-predict --model=PATH FILE...")
+    return FLAGS.model

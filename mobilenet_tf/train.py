@@ -2,11 +2,14 @@
 
 Keras 3 `model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
 the loop is ours: `distribute_datasets_from_function` + `strategy.run` + a Keras 3 model and
-optimizer, driving Keras callbacks (`keras.callbacks.CallbackList`) for progress and checkpoints.
+optimizer, driving Keras callbacks (`keras.callbacks.CallbackList`): progress bar, TensorBoard
+scalars, CSV and the checkpoint manager.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -14,14 +17,17 @@ import sys
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from mobilenet_tf import config, distribute, evaluate, export, optim
-from mobilenet_tf.checkpoint import CheckpointManagerCallback
+from mobilenet_tf.callbacks import ScalarsCallback
+from mobilenet_tf.checkpoint import CheckpointManagerCallback, restore_model
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import pipeline, sources, tfrecord
-from mobilenet_tf.models import build_from_config
+from mobilenet_tf.models import HEAD_LAYERS, build_from_config, copy_weights
+from mobilenet_tf.models.pretrained import load_pretrained
 
 
 def model_dir_for(cfg: Config) -> str:
@@ -37,25 +43,72 @@ def build_train_model(cfg: Config) -> keras.Model:
     return build_from_config(cfg.model, weight_decay=0.0 if cfg.train.optimizer == "adamw" else None)
 
 
-def make_train_loop(strategy, model, optimizer, cfg: Config):
-    """A tf.function running `num_steps` steps from a distributed iterator; returns mean loss, top-1."""
+def initialize_weights(model: keras.Model, cfg: Config) -> None:
+    """Starting weights of a new run: keras.applications' ImageNet file or another run's checkpoint."""
+    if cfg.train.pretrained:
+        load_pretrained(model, cfg.model.name, cfg.model.alpha, cfg.train.pretrained)
+        logging.info("Initialized from keras.applications weights (%s)", cfg.train.pretrained)
+    if cfg.train.init_checkpoint:
+        path = cfg.train.init_checkpoint
+        run_dir, ckpt = (path, None) if os.path.isdir(path) else (os.path.dirname(path), path)
+        source, source_cfg = restore_model(run_dir, ckpt)
+        same_head = source_cfg.model.num_classes == cfg.model.num_classes
+        copy_weights(source, model, skip=() if same_head else HEAD_LAYERS)
+        logging.info("Initialized from %s%s", path, "" if same_head else " (new classifier)")
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the classifier. Batch norm stays frozen once a backbone
+    was frozen: a frozen Keras BN runs in inference mode, keeping the pretrained statistics."""
+    for layer in model.layers:
+        if layer.name in HEAD_LAYERS:
+            layer.trainable = True
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        else:
+            layer.trainable = trainable
+
+
+def use_xla(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
+    """--xla=auto compiles on GPU/TPU only: on this CPU XLA made a MobileNetV2 step 10x slower."""
+    if cfg.train.xla != "auto":
+        return cfg.train.xla == "true"
+    return bool(tf.config.list_logical_devices("GPU")) or isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool = False):
+    """A tf.function running `num_steps` steps from a distributed iterator; returns ([mean loss,
+    mean top-1], whether all trainable weights are finite afterwards)."""
     global_batch = cfg.train.batch_size
     smoothing = cfg.train.label_smoothing
     num_replicas = strategy.num_replicas_in_sync
+    loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    variables = model.trainable_variables
 
-    def replica_step(images, labels):
+    def gradients(images, labels):
         with tf.GradientTape() as tape:
             probabilities = tf.cast(model(images, training=True), tf.float32)
-            one_hot = tf.one_hot(labels, probabilities.shape[-1])
-            per_example = keras.losses.categorical_crossentropy(one_hot, probabilities, label_smoothing=smoothing)
+            # MixUp/CutMix batches come with soft labels [batch, classes]; others with class ids.
+            soft = labels if labels.dtype.is_floating else tf.one_hot(labels, probabilities.shape[-1])
+            per_example = keras.losses.categorical_crossentropy(soft, probabilities, label_smoothing=smoothing)
             # Mean over the global batch: the optimizer sums gradients over replicas.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.add_n(model.losses) / num_replicas
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        hits = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, probabilities, 1), tf.float32))
-        return tf.stack([loss, hits / global_batch])
+            scaled = optimizer.scale_loss(loss) if loss_scaling else loss
+        grads = tape.gradient(scaled, variables)
+        classes = tf.argmax(labels, axis=-1, output_type=tf.int32) if labels.dtype.is_floating else labels
+        hits = tf.reduce_sum(tf.cast(tf.math.in_top_k(classes, probabilities, 1), tf.float32))
+        return loss, hits / global_batch, grads
+
+    if jit_compile:
+        # Forward and backward only: the gradient all-reduce and update stay outside XLA.
+        gradients = tf.function(gradients, jit_compile=True)
+
+    def replica_step(images, labels):
+        loss, top1, grads = gradients(images, labels)
+        optimizer.apply_gradients(zip(grads, variables))
+        return tf.stack([loss, top1])
 
     @tf.function
     def train_loop(iterator, num_steps):
@@ -63,113 +116,186 @@ def make_train_loop(strategy, model, optimizer, cfg: Config):
         for _ in tf.range(num_steps):
             per_replica = strategy.run(replica_step, args=next(iterator))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-        return totals / tf.cast(num_steps, tf.float32)
+        # A finite loss can still be followed by an update to inf (weights or BN statistics): check
+        # them too, so that a checkpoint is only ever written from finite weights.
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.weights
+                               if keras.backend.is_float_dtype(w.dtype)])
+        return totals / tf.cast(num_steps, tf.float32), finite
 
     return train_loop
 
 
-def _steps_to_next_stop(step: int, steps_per_epoch: int, every: int) -> int:
-    """Steps until the next epoch end, log line or checkpoint, whichever is first."""
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model, optimizer):
+    """Inside, the model holds the moving average of its weights (when the run keeps one)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not inner.use_ema:
+        yield
+        return
+    backup = [v.numpy() for v in model.trainable_variables]
+    inner.finalize_variable_values(model.trainable_variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.trainable_variables, backup):
+            variable.assign(value)
+
+
+def rng_states(model: keras.Model) -> tf.train.Checkpoint:
+    """The random-number states of the model's layers (dropout), which tf.train.Checkpoint does not
+    find through the Keras model but an exact resume needs."""
+    return tf.train.Checkpoint(**{
+        f"{layer.name}_{i}": generator.state
+        for layer in model.layers for i, generator in enumerate(getattr(layer, "_seed_generators", []))
+    })
+
+
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of every weight (BN statistics included): equal digests, equal models."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _steps_to_next_stop(step: int, steps_per_epoch: int, periods) -> int:
+    """Steps until the next epoch end, log line, checkpoint or phase change, whichever is first."""
     n = steps_per_epoch - step % steps_per_epoch
-    for period in every:
+    for period in periods:
         if period:
             n = min(n, period - step % period)
     return n
 
 
 def train(cfg: Config, strategy: tf.distribute.Strategy | None = None,
-          datasets: tfrecord.DatasetInfo | None = None) -> dict:
-    """Train (or resume) the run `cfg` describes; evaluate; export. Returns the final metrics."""
-    keras.utils.set_random_seed(cfg.train.seed)
+          datasets: tfrecord.DatasetInfo | None = None, callbacks=()) -> dict:
+    """Train (or resume) the run `cfg` describes; evaluate; export. Returns the final metrics.
+
+    `strategy` and `datasets` replace the ones the config names; `callbacks` are extra Keras
+    callbacks, called with logs {loss, top1, lr, img_per_sec} every `log_steps` (or sooner at a
+    checkpoint or epoch end) and with val_top1/val_top5 at each epoch's end.
+    """
+    t = cfg.train
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(t.seed)
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(t.precision)
+    try:
+        return _train(cfg, strategy, datasets, list(callbacks))
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
+    t = cfg.train
 
     # 1. Strategy.
-    strategy = strategy or distribute.get_strategy(cfg.train.strategy)
+    strategy = strategy or distribute.get_strategy(t.strategy, t.num_gpus, t.tpu)
     chief = distribute.is_chief(strategy)
     model_dir = model_dir_for(cfg)
 
     # 2. Data.
     info = datasets or sources.resolve(cfg.data)
     num_classes = cfg.model.num_classes or info.num_classes
-    class_names = tuple(info.class_names) if len(info.class_names) == num_classes else tuple(map(str, range(num_classes)))
-    cfg = config.replace(cfg, model={"num_classes": num_classes, "class_names": class_names})
+    names = tuple(info.class_names) if len(info.class_names) == num_classes else tuple(map(str, range(num_classes)))
+    cfg = config.replace(cfg, model={"num_classes": num_classes, "class_names": names})
     if chief:
         config.save(cfg, model_dir)
-    steps_per_epoch = pipeline.steps_per_epoch(info.counts["train"], cfg.train.batch_size)
-    total_steps = cfg.train.epochs * steps_per_epoch
+    steps_per_epoch = pipeline.steps_per_epoch(info.counts["train"], t.batch_size)
+    total_steps = t.epochs * steps_per_epoch
+    freeze_steps = t.freeze_backbone_epochs * steps_per_epoch
 
     # 3. Model, optimizer and checkpoint under the strategy's scope.
     with strategy.scope():
         model = build_train_model(cfg)
-        optimizer = optim.build_optimizer(cfg.train, steps_per_epoch, weight_decay=cfg.model.weight_decay)
+        optimizer = optim.build_optimizer(t, steps_per_epoch, weight_decay=cfg.model.weight_decay)
         optimizer.build(model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step, rng=rng_states(model))
 
-    # 4. Callbacks; resume from the newest checkpoint.
-    saver = CheckpointManagerCallback(
-        checkpoint, model_dir, step=optimizer.iterations, every_steps=cfg.train.checkpoint_steps,
-        keep=cfg.train.keep_checkpoints, is_chief=chief,
-    )
+    # 4. Resume from the newest checkpoint, or initialize a new run.
+    saver = CheckpointManagerCallback(checkpoint, model_dir, step=global_step, every_steps=t.checkpoint_steps,
+                                      keep=t.keep_checkpoints, is_chief=chief)
     start_step = saver.restore()
+    if start_step == 0:
+        initialize_weights(model, cfg)
+    callbacks = [saver, *extra_callbacks]
+    if chief:
+        callbacks += [ScalarsCallback(os.path.join(model_dir, "logs"), global_step),
+                      keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=True)]
     callbacks = keras.callbacks.CallbackList(
-        [saver], add_progbar=chief, model=model, epochs=cfg.train.epochs, steps=steps_per_epoch,
+        callbacks, add_progbar=chief, model=model, epochs=t.epochs, steps=steps_per_epoch,
         verbose=1 if sys.stdout.isatty() else 2,
     )
 
     # 5. The loop.
-    train_loop = make_train_loop(strategy, model, optimizer, cfg)
+    jit = use_xla(cfg, strategy)
     eval_step = evaluate.make_eval_step(strategy, model)
     eval_data = evaluate.eval_dataset(strategy, info, cfg)
     start_epoch = start_step // steps_per_epoch
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.build_dataset(
-            info, cfg.data, split="train", global_batch_size=cfg.train.batch_size,
-            image_size=cfg.model.image_size, training=True, seed=cfg.train.seed,
-            epochs=(start_epoch, cfg.train.epochs), skip_steps=start_step % steps_per_epoch, input_context=ctx,
+            info, cfg.data, split="train", global_batch_size=t.batch_size, image_size=cfg.model.image_size,
+            training=True, seed=t.seed, epochs=(start_epoch, t.epochs), skip_steps=start_step % steps_per_epoch,
+            input_context=ctx, num_classes=cfg.model.num_classes,
         )
     )
     iterator = iter(dataset)
     step = start_step
     logging.info(
-        "Training %s on %s: %d steps/epoch, %d epochs, global batch %d, %d replica(s), starting at step %d; model_dir %s",
-        model.name, info.name, steps_per_epoch, cfg.train.epochs, cfg.train.batch_size,
-        strategy.num_replicas_in_sync, step, model_dir,
+        "Training %s on %s: %d steps/epoch, %d epochs, global batch %d, %d replica(s), %s, XLA %s, "
+        "starting at step %d; model_dir %s", model.name, info.name, steps_per_epoch, t.epochs, t.batch_size,
+        strategy.num_replicas_in_sync, t.precision, "on" if jit else "off", step, model_dir,
     )
     callbacks.on_train_begin()
-    logs = {}
+    logs, train_loop, frozen = {}, None, None
     while step < total_steps:
+        if frozen != (step < freeze_steps):
+            frozen = step < freeze_steps
+            if freeze_steps:
+                set_backbone_trainable(model, not frozen)
+            train_loop = make_train_loop(strategy, model, optimizer, cfg, jit)  # new variable list
         epoch = step // steps_per_epoch
         if step % steps_per_epoch == 0 or step == start_step:
             callbacks.on_epoch_begin(epoch)
-        num_steps = _steps_to_next_stop(step, steps_per_epoch, (cfg.train.log_steps, cfg.train.checkpoint_steps))
+        num_steps = _steps_to_next_stop(step, steps_per_epoch, (t.log_steps, t.checkpoint_steps, freeze_steps))
         started = time.perf_counter()
-        loss, top1 = (float(v) for v in train_loop(iterator, tf.constant(num_steps)).numpy())
+        means, finite = train_loop(iterator, tf.constant(num_steps))
+        loss, top1 = (float(v) for v in means.numpy())
         elapsed = time.perf_counter() - started
-        step += num_steps
-        if not math.isfinite(loss):
+        if not (math.isfinite(loss) and bool(finite)):
             raise FloatingPointError(
-                f"loss is {loss} at step {step}: stopped; the newest checkpoint in {model_dir} is the last good one"
+                f"loss is {loss}{'' if finite else ' and weights are not finite'} in steps {step + 1}-{step + num_steps}: stopped; the newest checkpoint in "
+                f"{model_dir} (step {saver.last_saved}) is the last good one"
             )
-        logs = {"loss": loss, "top1": top1, "lr": float(optimizer.learning_rate)}
+        step += num_steps
+        global_step.assign(step)
+        logs = {"loss": loss, "top1": top1, "lr": float(optimizer.learning_rate),
+                "img_per_sec": num_steps * t.batch_size / elapsed}
         callbacks.on_train_batch_end((step - 1) % steps_per_epoch, logs)
-        if cfg.train.log_steps and step % cfg.train.log_steps == 0:
-            logging.info(
-                "epoch %d step %d/%d loss %.4f top1 %.4f lr %.6f %.1f img/s", epoch + 1, step, total_steps, loss,
-                top1, logs["lr"], num_steps * cfg.train.batch_size / elapsed,
-            )
+        if t.log_steps and step % t.log_steps == 0:
+            logging.info("epoch %d step %d/%d loss %.4f top1 %.4f lr %.6f %.1f img/s", epoch + 1, step, total_steps,
+                         loss, top1, logs["lr"], logs["img_per_sec"])
         if step % steps_per_epoch == 0:
-            metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
+            with averaged_weights(model, optimizer):
+                metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
             logs.update(val_top1=metrics["top1"], val_top5=metrics["top5"])
             callbacks.on_epoch_end(epoch, logs)
     callbacks.on_train_end(logs)
 
-    # 6. Final evaluation and export.
-    metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
-    result = {"step": step, **metrics}
+    # 6. Final evaluation and export, with the averaged weights when the run keeps them.
+    with averaged_weights(model, optimizer):
+        metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
+        result = {"step": step, **metrics}
+        logging.info("weights digest %s", weights_digest(model))
+        if chief and t.export:
+            result["export"] = export.export_saved_model(model, cfg, os.path.join(model_dir, "export"))
+        if chief:
+            with open(os.path.join(model_dir, "metrics.json"), "w") as f:
+                json.dump(result, f)
     if chief:
-        result["export"] = export.export_saved_model(model, cfg, os.path.join(model_dir, "export"))
-        with open(os.path.join(model_dir, "metrics.json"), "w") as f:
-            json.dump(result, f)
-    print(f"held-out top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['examples']} images)")
+        print(f"held-out top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['examples']} images)")
     return result
 
 

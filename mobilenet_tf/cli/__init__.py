@@ -18,6 +18,8 @@ def show_progress_logs() -> None:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)
+    # Some TensorFlow modules log through their own "tensorflow" logger ("Assets written to ...").
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     absl_logging.get_absl_handler().addFilter(
         lambda record: record.levelno >= logging.WARNING or f"{os.sep}mobilenet_tf{os.sep}" in record.pathname
     )
@@ -27,3 +29,14 @@ def fail(command: str, message: str) -> None:
     """End the program with one line on stderr and exit status 1."""
     sys.stderr.write(f"{command}: error: {message}\n")
     sys.exit(1)
+
+
+def run_app(main, flags_module: str) -> None:
+    """`app.run(main)`, with the flags defined in `flags_module` listed by `--help` (absl lists
+    only the key flags of sys.argv[0], the console script or `-m` module)."""
+    from absl import app
+    from absl import flags as absl_flags
+
+    for flag in absl_flags.FLAGS.get_flags_for_module(flags_module):
+        absl_flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)

@@ -1,6 +1,7 @@
 """`mobilenet-train`: train (or resume) a MobileNet, evaluate it and export a SavedModel.
 
 With no flags: the `digits` preset, on the embedded scikit-learn digits, in runs/mobilenet_v2_digits.
+Started again with the same --model_dir it resumes from the newest checkpoint.
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 from mobilenet_tf import cli
 
 cli.quiet_tensorflow()
-
-from absl import app  # noqa: E402
 
 from mobilenet_tf import flags  # noqa: E402
 
@@ -24,19 +23,28 @@ def main(argv):
         cfg = flags.config_from_flags()
     except flags.FlagError as error:
         cli.fail(COMMAND, str(error))
-    from mobilenet_tf import train
+    from mobilenet_tf import distribute, train
     from mobilenet_tf.data import pipeline, sources
 
+    # The strategy first: multi-worker collectives must be configured before any other TF work.
+    strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.num_gpus, cfg.train.tpu)
+    try:
+        flags.check_replicas(cfg, strategy.num_replicas_in_sync)
+    except flags.FlagError as error:
+        cli.fail(COMMAND, str(error))
     info = sources.resolve(cfg.data)
     if pipeline.steps_per_epoch(info.counts["train"], cfg.train.batch_size) < 1:
         cli.fail(COMMAND, f"--batch_size={cfg.train.batch_size}: larger than the {info.counts['train']} training "
                           f"images of {cfg.data.dataset}; use a smaller batch")
     cli.show_progress_logs()
-    train.train(cfg, datasets=info)
+    try:
+        train.train(cfg, strategy=strategy, datasets=info)
+    except FloatingPointError as error:
+        cli.fail(COMMAND, str(error))
 
 
 def run():
-    app.run(main)
+    cli.run_app(main, flags.__name__)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def build_model(
     bn_epsilon=1e-3,
     weight_decay=0.0,
     channels=3,
+    sync_bn=False,
 ):
     """Builds a MobileNet whose layer names match keras.applications'.
 
@@ -55,6 +56,8 @@ def build_model(
       weight_decay: L2 penalty coefficient on Conv2D/Dense kernels, Model Garden convention
         (loss `weight_decay / 2 * sum(w ** 2)`); 0 adds no regularizer.
       channels: input channels.
+      sync_bn: BatchNormalization(synchronized=True): statistics over the global batch of all
+        replicas, so a multi-replica run normalizes as one device would.
 
     Returns:
       A `keras.Model` named like keras.applications' (`mobilenet_v2_1.00_224`, or
@@ -84,6 +87,7 @@ def build_model(
         bn_epsilon=bn_epsilon,
         weight_decay=weight_decay,
         include_preprocessing=include_preprocessing,
+        sync_bn=sync_bn,
         name=f"{name}_{alpha:0.2f}_{size_text}",
     )
 
@@ -125,12 +129,17 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
         m.name, alpha=m.alpha, image_size=m.image_size, num_classes=m.num_classes, dropout=m.dropout,
         bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
         weight_decay=m.weight_decay if weight_decay is None else weight_decay,
-        include_preprocessing=include_preprocessing,
+        include_preprocessing=include_preprocessing, sync_bn=m.sync_bn,
     )
 
 
-def copy_weights(source, target):
-    """Copies each weight-bearing layer of `target` from the layer of the same name in `source`.
+# The classifier layers: re-initialized when the class count changes, trained while frozen.
+HEAD_LAYERS = ("conv_preds", "predictions")
+
+
+def copy_weights(source, target, skip=()):
+    """Copies each weight-bearing layer of `target` (but those named in `skip`) from the layer of
+    the same name in `source`.
 
     This is how keras.applications weights, checkpoints of other input sizes and the exported
     (0-255 input) twin of a trained model are filled in.
@@ -139,7 +148,7 @@ def copy_weights(source, target):
       ValueError: when a layer is missing from `source` or its weight shapes differ.
     """
     for layer in target.layers:
-        if not layer.weights:
+        if not layer.weights or layer.name in skip:
             continue
         try:
             weights = source.get_layer(layer.name).get_weights()

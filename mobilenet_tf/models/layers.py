@@ -4,6 +4,22 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable("mobilenet_tf")
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization whose moving statistics are averaged over replicas.
+
+    Keras 3 creates the moving mean and variance with aggregation "none": under a tf.distribute
+    strategy every replica (every worker) then keeps the statistics of its own share of the batch,
+    and the chief's checkpoint and export hold statistics of only its data. With "mean", each
+    update is the mean over replicas, as tf.keras' BatchNormalization did.
+    """
+
+    def add_weight(self, *args, **kwargs):
+        if not kwargs.get("trainable", True):
+            kwargs.setdefault("aggregation", "mean")
+        return super().add_weight(*args, **kwargs)
+
+
 def make_divisible(v, divisor=8, min_value=None):
     """Rounds a channel count `v` to the nearest multiple of `divisor`.
 

@@ -12,7 +12,7 @@ identical.
 import keras
 from keras import layers
 
-from mobilenet_tf.models.layers import depthwise_conv, image_input, regularizer
+from mobilenet_tf.models.layers import BatchNormalization, depthwise_conv, image_input, regularizer
 
 # The 13 depthwise-separable blocks of the paper's Table 1, as (pointwise filters, stride);
 # block ids start at 1 as in keras.applications.
@@ -45,14 +45,14 @@ def _conv_block(x, filters, *, strides, bn, kernel_regularizer):
         kernel_regularizer=kernel_regularizer,
         name="conv1",
     )(x)
-    x = layers.BatchNormalization(name="conv1_bn", **bn)(x)
+    x = BatchNormalization(name="conv1_bn", **bn)(x)
     return layers.ReLU(6.0, name="conv1_relu")(x)
 
 
 def _depthwise_conv_block(x, filters, *, strides, block_id, bn, kernel_regularizer):
     """Depthwise 3x3 + BN + ReLU6, then pointwise 1x1 + BN + ReLU6 (paper Fig. 3, right)."""
     x = depthwise_conv(x, strides, pad_name=f"conv_pad_{block_id}", name=f"conv_dw_{block_id}")
-    x = layers.BatchNormalization(name=f"conv_dw_{block_id}_bn", **bn)(x)
+    x = BatchNormalization(name=f"conv_dw_{block_id}_bn", **bn)(x)
     x = layers.ReLU(6.0, name=f"conv_dw_{block_id}_relu")(x)
     x = layers.Conv2D(
         filters,
@@ -62,7 +62,7 @@ def _depthwise_conv_block(x, filters, *, strides, block_id, bn, kernel_regulariz
         kernel_regularizer=kernel_regularizer,
         name=f"conv_pw_{block_id}",
     )(x)
-    x = layers.BatchNormalization(name=f"conv_pw_{block_id}_bn", **bn)(x)
+    x = BatchNormalization(name=f"conv_pw_{block_id}_bn", **bn)(x)
     return layers.ReLU(6.0, name=f"conv_pw_{block_id}_relu")(x)
 
 
@@ -77,6 +77,7 @@ def mobilenet_v1(
     bn_epsilon,
     weight_decay,
     include_preprocessing=False,
+    sync_bn=False,
     name="mobilenet_v1",
 ):
     """Builds MobileNet V1 as a functional Keras model. Arguments are trusted (see build_model).
@@ -91,13 +92,14 @@ def mobilenet_v1(
       bn_momentum, bn_epsilon: BatchNormalization settings for every BN layer.
       weight_decay: L2 on Conv2D kernels, including the 1x1 classifier; see `regularizer`.
       include_preprocessing: if True the model takes 0-255 pixels, else [-1, 1].
+      sync_bn: batch statistics over the global batch under a distribution strategy.
       name: model name.
 
     Returns:
       A `keras.Model`; with the top, its output is float32 softmax probabilities
       [batch, num_classes] whatever the dtype policy.
     """
-    bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
+    bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
     reg = regularizer(weight_decay)
     inputs, x = image_input(input_shape, include_preprocessing)
     x = _conv_block(x, int(STEM_FILTERS * alpha), strides=2, bn=bn, kernel_regularizer=reg)

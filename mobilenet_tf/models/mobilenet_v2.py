@@ -7,6 +7,7 @@ import keras
 from keras import layers
 
 from mobilenet_tf.models.layers import (
+    BatchNormalization,
     depthwise_conv,
     image_input,
     make_divisible,
@@ -49,10 +50,10 @@ def _inverted_res_block(x, *, expansion, filters, stride, block_id, bn, kernel_r
             kernel_regularizer=kernel_regularizer,
             name=f"{prefix}expand",
         )(x)
-        x = layers.BatchNormalization(name=f"{prefix}expand_BN", **bn)(x)
+        x = BatchNormalization(name=f"{prefix}expand_BN", **bn)(x)
         x = layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
     x = depthwise_conv(x, stride, pad_name=f"{prefix}pad", name=f"{prefix}depthwise")
-    x = layers.BatchNormalization(name=f"{prefix}depthwise_BN", **bn)(x)
+    x = BatchNormalization(name=f"{prefix}depthwise_BN", **bn)(x)
     x = layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
     # Linear bottleneck: no activation after the projection (paper section 3.2).
     x = layers.Conv2D(
@@ -63,7 +64,7 @@ def _inverted_res_block(x, *, expansion, filters, stride, block_id, bn, kernel_r
         kernel_regularizer=kernel_regularizer,
         name=f"{prefix}project",
     )(x)
-    x = layers.BatchNormalization(name=f"{prefix}project_BN", **bn)(x)
+    x = BatchNormalization(name=f"{prefix}project_BN", **bn)(x)
     if stride == 1 and in_channels == filters:
         x = layers.Add(name=f"{prefix}add")([inputs, x])
     return x
@@ -80,6 +81,7 @@ def mobilenet_v2(
     bn_epsilon,
     weight_decay,
     include_preprocessing=False,
+    sync_bn=False,
     name="mobilenet_v2",
 ):
     """Builds MobileNet V2 as a functional Keras model. Arguments are trusted (see build_model).
@@ -94,13 +96,14 @@ def mobilenet_v2(
       bn_momentum, bn_epsilon: BatchNormalization settings for every BN layer.
       weight_decay: L2 on Conv2D and Dense kernels; see `regularizer`.
       include_preprocessing: if True the model takes 0-255 pixels, else [-1, 1].
+      sync_bn: batch statistics over the global batch under a distribution strategy.
       name: model name.
 
     Returns:
       A `keras.Model`; with the top, its output is float32 softmax probabilities
       [batch, num_classes] whatever the dtype policy.
     """
-    bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
+    bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
     reg = regularizer(weight_decay)
     inputs, x = image_input(input_shape, include_preprocessing)
     x = layers.Conv2D(
@@ -112,7 +115,7 @@ def mobilenet_v2(
         kernel_regularizer=reg,
         name="Conv1",
     )(x)
-    x = layers.BatchNormalization(name="bn_Conv1", **bn)(x)
+    x = BatchNormalization(name="bn_Conv1", **bn)(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
         x = _inverted_res_block(
@@ -121,7 +124,7 @@ def mobilenet_v2(
         )
     last_filters = make_divisible(LAST_FILTERS * alpha) if alpha > 1.0 else LAST_FILTERS
     x = layers.Conv2D(last_filters, 1, use_bias=False, kernel_regularizer=reg, name="Conv_1")(x)
-    x = layers.BatchNormalization(name="Conv_1_bn", **bn)(x)
+    x = BatchNormalization(name="Conv_1_bn", **bn)(x)
     x = layers.ReLU(6.0, name="out_relu")(x)
     if include_top:
         x = layers.GlobalAveragePooling2D()(x)

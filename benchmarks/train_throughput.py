@@ -1,0 +1,124 @@
+"""Training images/s of our loop against keras.applications + `fit`, measured side by side.
+
+    nice -n 10 python3 benchmarks/train_throughput.py [--quick]
+
+MobileNetV2-1.0 at 224x224, global batch 32, on this machine's CPU:
+- ours (float32 and mixed_bfloat16): `mobilenet_tf.train.train` on synthetic ImageNet-sized JPEG
+  records (500x375, quality 90) through the full input pipeline (Inception crop on the encoded
+  bytes, flip, resize), RMSProp; images/s of the training loop after its first (tracing) interval.
+- peer: `keras.applications.MobileNetV2(weights=None)` compiled with defaults
+  (`compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")`) and `fit` on in-memory
+  tensors (no input pipeline at all); images/s of its epochs after the first.
+
+The last line is JSON with both rates and ours / peer (goal: >= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from input_pipeline import make_data  # noqa: E402
+
+from mobilenet_tf import config, train  # noqa: E402
+from mobilenet_tf.data import tfrecord  # noqa: E402
+
+BATCH = 32
+IMAGE_SIZE = (224, 224)
+
+
+class Rates(keras.callbacks.Callback):
+    """images/s of each logged interval of our loop."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(logs["img_per_sec"])
+
+
+def records(root: str, num_images: int) -> tfrecord.DatasetInfo:
+    """Synthetic JPEG records with a train split and a one-batch validation split."""
+    _, info, _ = make_data(root, num_images)
+    shutil.copy(info.files("train")[0], os.path.join(info.data_dir, tfrecord.shard_name("validation", 0, 1)))
+    held_out = sum(1 for _ in tf.data.TFRecordDataset(info.files("validation")))
+    info = tfrecord.DatasetInfo(name=info.name, num_classes=info.num_classes, class_names=info.class_names,
+                                counts={"train": num_images, "validation": held_out})
+    tfrecord.write_info(os.path.join(root, "records"), info)
+    return tfrecord.read_info(os.path.join(root, "records"))
+
+
+def ours(info, root: str, precision: str, steps: int, interval: int) -> float:
+    cfg = config.replace(
+        config.MOBILENET_V2_IMAGENET,
+        data={"dataset": f"tfrecord:{info.data_dir}"},
+        train={"batch_size": BATCH, "epochs": 1, "precision": precision, "log_steps": interval,
+               "model_dir": os.path.join(root, f"run_{precision}"), "export": False, "warmup_epochs": 0.0},
+    )
+    rates = Rates()
+    train.train(cfg, datasets=info, callbacks=[rates])
+    keras.backend.clear_session()
+    return statistics.median(rates.rates[1:])  # the first interval includes tracing
+
+
+def keras_fit(steps: int, epochs: int) -> float:
+    keras.config.set_dtype_policy("float32")
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(*IMAGE_SIZE, 3), classes=1000)
+    model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (steps * BATCH, *IMAGE_SIZE, 3)).astype(np.float32)
+    y = rng.integers(0, 1000, steps * BATCH)
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[Timer()])
+    keras.backend.clear_session()
+    return steps * BATCH / statistics.median(times[1:])  # the first epoch includes tracing
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
+    args = parser.parse_args()
+    steps, interval, fit_epochs = (12, 4, 3) if args.quick else (60, 10, 4)
+    root = tempfile.mkdtemp(prefix="train_throughput_")
+    try:
+        info = records(root, steps * BATCH)
+        result = {
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}",
+            "model": "mobilenet_v2 1.0 224", "global_batch": BATCH,
+            "ours_float32_img_s": round(ours(info, root, "float32", steps, interval), 1),
+            "ours_mixed_bfloat16_img_s": round(ours(info, root, "mixed_bfloat16", steps, interval), 1),
+            "keras_fit_img_s": round(keras_fit(steps // 2 if args.quick else steps // 4, fit_epochs), 1),
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for precision in ("float32", "mixed_bfloat16"):
+        result[f"ratio_{precision}_vs_keras_fit"] = round(result[f"ours_{precision}_img_s"] / result["keras_fit_img_s"], 2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""TensorBoard scalars from the custom loop (the chief's logs only)."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+
+class ScalarsCallback(keras.callbacks.Callback):
+    """Writes loss, top-1, lr and img/s at the global step to `<log_dir>/train`, and the held-out
+    top-1/top-5 at each epoch's end to `<log_dir>/validation` (TF Model Garden's layout)."""
+
+    def __init__(self, log_dir: str, step: tf.Variable):
+        super().__init__()
+        self._step = step
+        self._train = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+        self._validation = tf.summary.create_file_writer(os.path.join(log_dir, "validation"))
+
+    def on_train_batch_end(self, batch, logs=None):
+        with self._train.as_default(step=int(self._step.numpy())):
+            for name in ("loss", "top1", "lr", "img_per_sec"):
+                if logs and name in logs:
+                    tf.summary.scalar(name, logs[name])
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self._validation.as_default(step=int(self._step.numpy())):
+            for name in ("top1", "top5"):
+                if logs and f"val_{name}" in logs:
+                    tf.summary.scalar(name, logs[f"val_{name}"])
+        self._train.flush()
+        self._validation.flush()
+
+    def on_train_end(self, logs=None):
+        self._train.close()
+        self._validation.close()

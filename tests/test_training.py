@@ -1,0 +1,340 @@
+"""The training engine: exact resume after SIGKILL, distribution, recipes, safety, fine-tuning."""
+
+import glob
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mobilenet_tf import config, optim, train
+from mobilenet_tf.checkpoint import restore_model
+from mobilenet_tf.models import build_model
+from mobilenet_tf.models.pretrained import load_pretrained
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small, quick run: V2-0.35 at 32x32 on digits, 2 epochs of 44 steps, dropout on.
+TINY = ["--alpha=0.35", "--epochs=2", "--batch_size=32", "--dropout=0.2", "--log_steps=4"]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def env_for(cache_dir, **extra):
+    return dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO, **extra)
+
+
+def train_cmd(model_dir, *flags):
+    return [sys.executable, "-m", "mobilenet_tf.train", *TINY, f"--model_dir={model_dir}", *flags]
+
+
+def checkpoint_tensors(path):
+    """Every tensor of a checkpoint but the save counter (which counts saves, not training)."""
+    reader = tf.train.load_checkpoint(path)
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if "save_counter" not in key and key != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def run_until(cmd, env, pattern, extra_delay=0.0):
+    """Start `cmd`, SIGKILL it once `pattern` appears on stderr (plus `extra_delay` seconds)."""
+    process = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if pattern in line:
+            time.sleep(extra_delay)
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return process.returncode
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir):
+    env = env_for(cache_dir)
+    flags = ["--deterministic", "--checkpoint_steps=6", "--keep_checkpoints=2"]
+    reference = tmp_path / "reference"
+    # The uninterrupted run goes through the CPU launcher (the same flags plus its CPU settings).
+    cpu_launcher = [os.path.join(REPO, "scripts", "train_cpu.sh"), *TINY, f"--model_dir={reference}", *flags]
+    done = subprocess.run(cpu_launcher, env=env, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    resumed = tmp_path / "resumed"
+    # Killed mid-epoch between checkpoints, then at a random moment (possibly mid-save) later on.
+    assert run_until(train_cmd(resumed, *flags), env, "step 20/88") == -signal.SIGKILL
+    assert run_until(train_cmd(resumed, *flags), env, "step 52/88", random.uniform(0, 1.5)) == -signal.SIGKILL
+    finished = subprocess.run(train_cmd(resumed, *flags), env=env, cwd=REPO, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "starting at step 0" not in finished.stderr
+
+    expected = checkpoint_tensors(str(reference / "ckpt-88"))
+    actual = checkpoint_tensors(str(resumed / "ckpt-88"))
+    assert expected.keys() == actual.keys()
+    assert any("rng/" in key for key in expected)  # dropout's random state is checkpointed
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def test_a_half_written_checkpoint_is_never_the_newest(tmp_path):
+    """A save killed midway leaves data files but not the `checkpoint` index: restore ignores them."""
+    variable = tf.Variable([1.0, 2.0])
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(tmp_path), max_to_keep=3)
+    manager.save(checkpoint_number=10)
+    (tmp_path / "ckpt-20.index").write_bytes(b"\0" * 10)  # what a kill during a save can leave
+    (tmp_path / "ckpt-20.data-00000-of-00001").write_bytes(b"\0" * 3)
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_mirrored_two_workers(tmp_path, cache_dir):
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    model_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        # The multi-worker launcher builds TF_CONFIG from WORKERS and INDEX.
+        cmd = [os.path.join(REPO, "scripts", "train_multi_worker.sh"), "--alpha=0.35", "--epochs=1",
+               "--batch_size=32", f"--model_dir={model_dir}", "--log_steps=11"]
+        env = env_for(cache_dir, WORKERS=",".join(cluster["worker"]), INDEX=str(index))
+        env.pop("TF_CONFIG", None)
+        processes.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    digests = [[line.split()[-1] for line in stderr.splitlines() if "weights digest" in line] for _, stderr in outputs]
+    assert len(digests[0]) == 1 and digests[0] == digests[1]
+    assert "2 replica(s)" in outputs[0][1]
+    # Only the chief wrote the run directory.
+    assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-44")
+    assert os.path.isfile(model_dir / "export" / "1" / "saved_model.pb")
+    assert "held-out top-1" in outputs[0][0] and "held-out top-1" not in outputs[1][0]
+
+
+MIRRORED_SCRIPT = """
+import json, sys, keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mobilenet_tf import config, optim, train
+from mobilenet_tf.data import pipeline, sources
+
+class Losses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__(); self.losses = []
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(logs["loss"])
+
+cfg = config.replace(config.DIGITS, model={"alpha": 0.35, "dropout": 0.0, "sync_bn": True},
+                     train={"epochs": 1, "batch_size": 32, "log_steps": 1, "optimizer": "sgd",
+                            "learning_rate": 0.02, "export": False})
+strategies = {"one": tf.distribute.OneDeviceStrategy("/cpu:0"),
+              "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
+result = {"curves": {}, "steps": {}}
+for name, strategy in strategies.items():
+    run = config.replace(cfg, train={"model_dir": sys.argv[1] + name})
+    losses = Losses()
+    train.train(run, strategy=strategy, callbacks=[losses])
+    result["curves"][name] = losses.losses
+
+# Our loop's single step from identical weights on the same global batch.
+info = sources.resolve(cfg.data)
+cfg = config.replace(cfg, model={"num_classes": 10})
+keras.utils.set_random_seed(0)
+initial = train.build_train_model(cfg).get_weights()
+for name, strategy in strategies.items():
+    with strategy.scope():
+        model = train.build_train_model(cfg)
+        model.set_weights(initial)
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build(model.trainable_variables)
+    data = strategy.distribute_datasets_from_function(lambda ctx: pipeline.build_dataset(
+        info, cfg.data, split="train", global_batch_size=32, image_size=(32, 32), training=True, input_context=ctx))
+    means, _ = train.make_train_loop(strategy, model, optimizer, cfg)(iter(data), tf.constant(1))
+    result["steps"][name] = {"loss": float(means[0]), "weights": [w.tolist() for w in model.get_weights()]}
+print("RESULT", json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_two_devices_matches_one_device(tmp_path, cache_dir):
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run_")], env=env_for(cache_dir),
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = json.loads(result.stdout.split("RESULT", 1)[1])
+    one, mirrored = (np.array(result["curves"][k]) for k in ("one", "mirrored"))
+    assert len(one) == len(mirrored) == 44
+    # Same data split over the replicas, same global-batch mean: the first steps agree to float
+    # precision. (Later steps drift apart: a fresh MobileNet's gradient norm is in the hundreds,
+    # so sync-BN sums taken in another order change the trajectory within a few updates.)
+    np.testing.assert_allclose(mirrored[:2], one[:2], rtol=1e-5)
+    assert one[-5:].mean() < one[:5].mean() and mirrored[-5:].mean() < mirrored[:5].mean()
+    # One step of our loop from the same weights: the same loss, and the same update (gradients
+    # all-reduced once, applied once) up to that rounding.
+    steps = result["steps"]
+    assert steps["mirrored"]["loss"] == pytest.approx(steps["one"]["loss"], rel=1e-5)
+    a, b = ([np.array(w) for w in steps[k]["weights"]] for k in ("one", "mirrored"))
+    distance = sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b)) ** 0.5
+    norm = sum(float(np.sum(x ** 2)) for x in a) ** 0.5
+    assert distance < 1e-3 * norm
+
+
+def test_nan_loss_stops_with_the_step_named(tmp_path, cache_dir):
+    cmd = train_cmd(tmp_path / "run", "--optimizer=sgd", "--learning_rate=1e12", "--checkpoint_steps=2",
+                    "--warmup_epochs=0")
+    result = subprocess.run(cmd, env=env_for(cache_dir), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-train: error: loss is")]
+    assert len(errors) == 1 and "steps" in errors[0] and "last good one" in errors[0], result.stderr[-2000:]
+    newest = tf.train.latest_checkpoint(str(tmp_path / "run"))
+    if newest:  # every checkpoint that was written holds finite weights
+        assert all(np.isfinite(v).all() for v in checkpoint_tensors(newest).values() if v.dtype.kind == "f")
+
+
+def test_tensorboard_scalars_and_csv(tmp_path, cache_dir):
+    result = subprocess.run(train_cmd(tmp_path / "run", "--epochs=1"), env=env_for(cache_dir), cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = {}
+    for split in ("train", "validation"):
+        for path in glob.glob(str(tmp_path / "run" / "logs" / split / "events.*")):
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    tags.setdefault(split, set()).add(value.tag)
+    assert tags["train"] >= {"loss", "top1", "lr", "img_per_sec"}
+    assert tags["validation"] >= {"top1", "top5"}
+    header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "loss", "val_top1"} <= set(header)
+
+
+def test_recipe_learning_rate_schedule():
+    cfg = config.MOBILENET_V2_IMAGENET.train
+    cfg = config.replace(config.MOBILENET_V2_IMAGENET, train={"batch_size": 4096}).train
+    steps_per_epoch = 312
+    schedule = optim.build_schedule(cfg, steps_per_epoch)
+    peak = 0.008 * 4096 / 128
+    assert peak == pytest.approx(0.256)
+    warmup = 5 * steps_per_epoch
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(warmup // 2)) == pytest.approx(peak / 2, rel=1e-5)
+    assert float(schedule(warmup)) == pytest.approx(peak, rel=1e-5)
+    # Staircase x0.96 every 2.5 epochs after warm-up.
+    decay_steps = int(2.5 * steps_per_epoch)
+    assert float(schedule(warmup + decay_steps - 1)) == pytest.approx(peak, rel=1e-5)
+    assert float(schedule(warmup + decay_steps)) == pytest.approx(peak * 0.96, rel=1e-5)
+    assert float(schedule(warmup + 10 * decay_steps)) == pytest.approx(peak * 0.96**10, rel=1e-5)
+    optimizer = optim.build_optimizer(cfg, steps_per_epoch)
+    assert isinstance(optimizer, keras.optimizers.RMSprop)
+    assert (optimizer.rho, optimizer.momentum, optimizer.epsilon) == (0.9, 0.9, 0.002)
+
+
+def test_presets_document_command_and_accuracy():
+    source = open(os.path.join(REPO, "mobilenet_tf", "config.py")).read()
+    for name in config.PRESETS:
+        assert f"--preset={name}" in source or name == "digits"
+    assert "72.33" in source and "72.72" in source and "71.0" in source
+    v1, v2 = config.MOBILENET_V1_IMAGENET, config.MOBILENET_V2_IMAGENET
+    assert (v1.train.decay_rate, v2.train.decay_rate) == (0.94, 0.96)
+    for preset in (v1, v2):
+        assert (preset.model.dropout, preset.model.bn_momentum, preset.model.weight_decay) == (0.2, 0.997, 1e-5)
+        assert (preset.train.label_smoothing, preset.train.warmup_epochs, preset.train.epochs) == (0.1, 5.0, 500)
+
+
+def _legacy_h5(model, path):
+    """A weight file in the legacy h5 layout keras.applications publishes."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+
+
+def test_pretrained_weight_file_loads_and_new_head(tmp_path):
+    reference = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(224, 224, 3))
+    path = str(tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224.h5")
+    _legacy_h5(reference, path)
+    ours = build_model("mobilenet_v2", alpha=0.35, image_size=96, num_classes=10)
+    head_before = ours.get_layer("predictions").get_weights()[0].copy()
+    load_pretrained(ours, "mobilenet_v2", 0.35, path)
+    for name in ("Conv1", "block_16_project", "Conv_1_bn"):
+        for a, b in zip(ours.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ours.get_layer("predictions").get_weights()[0], head_before)
+    # With 1000 classes the classifier is copied too.
+    same = build_model("mobilenet_v2", alpha=0.35, image_size=224, num_classes=1000)
+    load_pretrained(same, "mobilenet_v2", 0.35, path)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    np.testing.assert_allclose(same(x).numpy(), reference(x).numpy(), atol=1e-6)
+
+
+def test_pretrained_flag_refuses_width_without_weights(tmp_path, cache_dir):
+    cmd = [sys.executable, "-m", "mobilenet_tf.train", "--alpha=0.6", "--pretrained=imagenet",
+           f"--model_dir={tmp_path / 'run'}"]
+    result = subprocess.run(cmd, env=env_for(cache_dir), cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert any(line.startswith("mobilenet-train: error: --pretrained") for line in result.stderr.splitlines())
+
+
+def test_finetune_from_checkpoint_freezes_then_unfreezes(tmp_path, cache_dir):
+    base = config.replace(config.DIGITS, model={"alpha": 0.35}, data={"cache_dir": str(cache_dir)},
+                          train={"epochs": 1, "log_steps": 44, "model_dir": str(tmp_path / "source")})
+    train.train(base)
+    keras.backend.clear_session()
+    finetune = config.replace(base, train={
+        "epochs": 2, "model_dir": str(tmp_path / "finetune"), "init_checkpoint": str(tmp_path / "source"),
+        "freeze_backbone_epochs": 1, "keep_checkpoints": 5})
+    train.train(finetune)
+    def layers(run, step):
+        model, _ = restore_model(str(tmp_path / run), str(tmp_path / run / f"ckpt-{step}"), ema=False)
+        return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}
+
+    source, frozen, unfrozen = layers("source", 44), layers("finetune", 44), layers("finetune", 88)
+    backbone = [name for name in source if name != "predictions"]
+    assert len(backbone) > 100
+    # Frozen epoch: the backbone, BN statistics included, is exactly the source run's; the head trained.
+    for name in backbone:
+        for a, b in zip(frozen[name], source[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    assert not np.array_equal(frozen["predictions"][0], source["predictions"][0])
+    # Unfrozen: the convolutions train, batch norm (scale, offset and statistics) stays frozen.
+    changed = {name for name in backbone if any(not np.array_equal(a, b) for a, b in zip(unfrozen[name], source[name]))}
+    assert {"Conv1", "block_5_expand", "Conv_1"} <= changed
+    assert not any(name.endswith(("_BN", "_bn")) or name == "bn_Conv1" for name in changed)
+
+
+def test_replicas_must_divide_the_global_batch():
+    from mobilenet_tf import flags
+
+    cfg = config.replace(config.DIGITS, train={"batch_size": 30, "strategy": "mirrored"})
+    flags.check_replicas(cfg, 3)
+    with pytest.raises(flags.FlagError, match="--batch_size=30: not divisible by the 4 replicas"):
+        flags.check_replicas(cfg, 4)
+
+
+def test_xla_auto_is_off_on_cpu():
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    assert not train.use_xla(config.DIGITS, strategy)
+    assert train.use_xla(config.replace(config.DIGITS, train={"xla": "true"}), strategy)
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training(precision, tmp_path, cache_dir):
+    cfg = config.replace(config.DIGITS, model={"alpha": 0.35}, data={"cache_dir": str(cache_dir)},
+                         train={"epochs": 1, "precision": precision, "model_dir": str(tmp_path), "log_steps": 11,
+                                "export": False})
+    result = train.train(cfg)
+    assert keras.config.dtype_policy().name == "float32"  # restored afterwards
+    assert result["examples"] == 360 and np.isfinite(result["top1"])
+    model, _ = restore_model(str(tmp_path))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
