@@ -94,7 +94,7 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
             # Mean over the global batch: the optimizer sums gradients over replicas.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
-                loss += tf.add_n(model.losses) / num_replicas
+                loss += tf.add_n([tf.cast(penalty, tf.float32) for penalty in model.losses]) / num_replicas
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
         grads = tape.gradient(scaled, variables)
         classes = tf.argmax(labels, axis=-1, output_type=tf.int32) if labels.dtype.is_floating else labels

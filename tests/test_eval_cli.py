@@ -30,11 +30,6 @@ def metrics_of(result):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
     """The trained run (export/1 written by training), with float32 and int8 TFLite models."""
     from mobilenet_tf import config, tflite, train

@@ -35,11 +35,6 @@ def one_error_line(result, command):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
     """Two epochs of V2-0.35 on the digits, keeping a moving average of the weights."""
     from mobilenet_tf import config, train

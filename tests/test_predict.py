@@ -22,11 +22,6 @@ def run_cli(*args, cache_dir, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
     """Three epochs of V2-0.35 on the digits (export/1 written by training), and a float32 .tflite."""
     from mobilenet_tf import config, tflite, train

@@ -22,11 +22,6 @@ def run_cli(module, *args, cache_dir, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory, cache_dir):
     """One short epoch of the default (digits) run."""
     model_dir = tmp_path_factory.mktemp("run")

@@ -25,11 +25,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--alpha=0.35", "--epochs=2", "--batch_size=32", "--dropout=0.2", "--log_steps=4"]
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
 def env_for(cache_dir, **extra):
     return dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO, **extra)
 
