@@ -14,6 +14,12 @@ round kept (other jobs on the machine only ever slow a round down):
 - keras: what a Keras user writes: `keras.utils.image_dataset_from_directory(image_size=256)` then
   `RandomCrop(224)`, `RandomFlip`, `Rescaling(1/127.5, offset=-1)`.
 
+Then where the time of one training image goes (1 thread, ms per image, the same JPEGs from
+memory): the full decode, the crop decode (`decode_and_crop_jpeg` on the Inception windows), each
+step of `train_image` added in turn, and the records/shuffle/parse/batch remainder; and what a
+`decode_and_crop_jpeg` of the top half, the bottom half and the left half of the image costs (the
+decoder stops below the window's last row but entropy-decodes every row above it, and every column).
+
 The last line is JSON: ours / decode and ours / keras at each thread count (goal: >= 1.0 and >= 1.5),
 by wall clock and by images per CPU-second of the process (steadier when other jobs share the
 machine; at 2 threads it measures cost, not speed).
@@ -37,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mobilenet_tf.config import DataConfig  # noqa: E402
-from mobilenet_tf.data import pipeline, tfrecord  # noqa: E402
+from mobilenet_tf.data import pipeline, preprocess, tfrecord  # noqa: E402
 
 HEIGHT, WIDTH, QUALITY = 375, 500, 90
 IMAGE_SIZE = (224, 224)
@@ -108,6 +114,47 @@ def keras_user(folders_dir, threads):
     return limit_threads(ds.prefetch(tf.data.AUTOTUNE), threads)
 
 
+def stage_costs(jpegs: list[bytes], rounds: int, count: int) -> dict[str, float]:
+    """ms per image at 1 thread of each step of the training map, cumulative, best of `rounds`."""
+    data = DataConfig(dataset="synthetic")
+    seeds = np.stack([np.zeros(len(jpegs), np.int64), np.arange(len(jpegs))], axis=1)
+    source = tf.data.Dataset.from_tensor_slices((jpegs, seeds)).cache().repeat()
+    height, width = HEIGHT, WIDTH
+
+    def crop(encoded, seed):
+        return preprocess.decode_window(encoded, lambda shape: preprocess.inception_window(
+            shape, seed, data.crop_area_range, data.crop_aspect_range, data.eval_crop_fraction))
+
+    def fixed(window):
+        return lambda encoded, seed: tf.image.decode_and_crop_jpeg(encoded, tf.constant(window), channels=3)
+
+    def flipped(encoded, seed):
+        return tf.image.stateless_random_flip_left_right(crop(encoded, seed), seed)
+
+    steps = {  # each output is read at its last pixel, so no step can be pruned away
+        "full decode": lambda encoded, seed: tf.io.decode_jpeg(encoded, channels=3),
+        "crop decode": crop,
+        "+ flip": flipped,
+        "+ resize": lambda encoded, seed: preprocess.resize(flipped(encoded, seed), IMAGE_SIZE),
+        "+ [-1, 1] (train_image)": lambda encoded, seed: preprocess.train_image(encoded, seed, IMAGE_SIZE, data),
+        "top half only": fixed([0, 0, height // 2, width]),
+        "bottom half only": fixed([height - height // 2, 0, height // 2, width]),
+        "left half only": fixed([0, 0, height, width // 2]),
+    }
+    best = {}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            ds = limit_threads(source.map(lambda e, s, step=step: step(e, s)[-1, -1], num_parallel_calls=1), 1)
+            iterator = iter(ds.prefetch(4))
+            for _ in range(10):
+                next(iterator)
+            started = time.perf_counter()
+            for _ in range(count):
+                next(iterator)
+            best[name] = min(best.get(name, np.inf), (time.perf_counter() - started) / count * 1e3)
+    return best
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -143,10 +190,16 @@ def main():
                 for name, make in makers.items():
                     rates = images_per_second(make(threads), batches)
                     best[(name, threads)] = tuple(max(a, b) for a, b in zip(best.get((name, threads), (0, 0)), rates))
+        costs = stage_costs(jpegs, rounds, 150 if args.quick else 400)
     for threads in (1, 2):
         rates = [best[(name, threads)] for name in makers]
         print(f"{threads} thread(s): " + "  ".join(
             f"{name} {wall:.0f} img/s ({cpu:.0f} img/CPU-s)" for name, (wall, cpu) in zip(makers, rates)))
+    ours_ms = 1e3 / best[("ours", 1)][0]
+    costs["+ records, shuffle, parse, batch (ours)"] = ours_ms
+    print("where one training image's time goes, 1 thread (ms; cumulative from 'crop decode'):")
+    for name, ms in costs.items():
+        print(f"  {name:40s} {ms:6.3f}  ({ms / costs['full decode']:.2f}x full decode)")
     ratios = {}
     for threads in (1, 2):
         for peer in ("decode", "keras"):
