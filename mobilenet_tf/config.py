@@ -69,7 +69,7 @@ class TrainConfig:
     num_gpus: int | None = None  # None: all local GPUs
     tpu: str = ""
     xla: str = "auto"  # auto: compile the step on GPU/TPU only (XLA on CPU was 10x slower here)
-    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 | float64 (numerical checks)
     optimizer: str = "rmsprop"
     learning_rate: float = 0.008  # peak rate, at `base_batch_size` when that is set
     base_batch_size: int = 0  # > 0: learning_rate scales linearly with batch_size / base_batch_size

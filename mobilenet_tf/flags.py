@@ -17,7 +17,7 @@ from mobilenet_tf import config, distribute, models, optim
 from mobilenet_tf.data import sources
 
 FLAGS = flags.FLAGS
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float64")
 
 
 class FlagError(ValueError):
@@ -63,7 +63,8 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("num_gpus", None, "GPUs to use (default all).")
     flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
     flags.DEFINE_enum("xla", None, ["auto", "true", "false"], "XLA-compile the step (auto: on GPU/TPU only).")
-    flags.DEFINE_enum("precision", None, PRECISIONS, "Compute precision (mixed_float16 uses loss scaling).")
+    flags.DEFINE_enum("precision", None, PRECISIONS,
+                      "Compute precision (mixed_float16 uses loss scaling; float64 for numerical checks).")
     flags.DEFINE_float("decay_rate", None, "Exponential schedule: rate per --decay_epochs.")
     flags.DEFINE_float("decay_epochs", None, "Exponential schedule: epochs per (staircase) decay.")
     flags.DEFINE_float("ema_decay", None, "Moving average of the weights (0: off; evaluation and export use it).")

@@ -84,21 +84,26 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
     num_replicas = strategy.num_replicas_in_sync
     loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     variables = model.trainable_variables
+    # The loss in the head's dtype: float32, or float64 for a float64 run.
+    dtype = tf.float64 if cfg.train.precision == "float64" else tf.float32
 
     def gradients(images, labels):
         with tf.GradientTape() as tape:
-            probabilities = tf.cast(model(images, training=True), tf.float32)
+            probabilities = tf.cast(model(images, training=True), dtype)
             # MixUp/CutMix batches come with soft labels [batch, classes]; others with class ids.
-            soft = labels if labels.dtype.is_floating else tf.one_hot(labels, probabilities.shape[-1])
+            if labels.dtype.is_floating:
+                soft = tf.cast(labels, dtype)
+            else:
+                soft = tf.one_hot(labels, probabilities.shape[-1], dtype=dtype)
             per_example = keras.losses.categorical_crossentropy(soft, probabilities, label_smoothing=smoothing)
             # Mean over the global batch: the optimizer sums gradients over replicas.
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
-                loss += tf.add_n([tf.cast(penalty, tf.float32) for penalty in model.losses]) / num_replicas
+                loss += tf.add_n([tf.cast(penalty, dtype) for penalty in model.losses]) / num_replicas
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
         grads = tape.gradient(scaled, variables)
         classes = tf.argmax(labels, axis=-1, output_type=tf.int32) if labels.dtype.is_floating else labels
-        hits = tf.reduce_sum(tf.cast(tf.math.in_top_k(classes, probabilities, 1), tf.float32))
+        hits = tf.reduce_sum(tf.cast(tf.math.in_top_k(classes, tf.cast(probabilities, tf.float32), 1), dtype))
         return loss, hits / global_batch, grads
 
     if jit_compile:
@@ -112,7 +117,7 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
 
     @tf.function
     def train_loop(iterator, num_steps):
-        totals = tf.zeros([2])
+        totals = tf.zeros([2], dtype)
         for _ in tf.range(num_steps):
             per_replica = strategy.run(replica_step, args=next(iterator))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
@@ -120,7 +125,7 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
         # them too, so that a checkpoint is only ever written from finite weights.
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.weights
                                if keras.backend.is_float_dtype(w.dtype)])
-        return totals / tf.cast(num_steps, tf.float32), finite
+        return totals / tf.cast(num_steps, dtype), finite
 
     return train_loop
 

@@ -227,6 +227,21 @@ def test_mixed_precision_outputs_float32(name, policy, compute_dtype, restore_po
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_float64_policy_is_float64_end_to_end(name, restore_policy):
+    kwargs = dict(alpha=ALPHAS[name][0], image_size=32, num_classes=10, dropout=0.0)
+    reference = build_model(name, **kwargs)
+    randomize(reference, seed=3, gain=GAIN[name])
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3))
+    expected = reference(x.astype("float32"), training=False)
+    keras.mixed_precision.set_global_policy("float64")
+    model = build_model(name, **kwargs)
+    model.set_weights([w.astype("float64") for w in reference.get_weights()])
+    assert {w.dtype for w in model.weights} == {"float64"}
+    assert model.output.dtype == "float64"  # the head follows the policy when it is not mixed
+    np.testing.assert_allclose(model(x, training=False), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_weight_decay(name):
     weight_decay = 4e-5
     model = build_model(

@@ -20,6 +20,13 @@ class BatchNormalization(layers.BatchNormalization):
         return super().add_weight(*args, **kwargs)
 
 
+def head_dtype() -> str:
+    """The classifier's dtype: float32 under mixed precision (keras.applications would leave the
+    softmax in float16), else the global policy's (float64 runs stay float64 end to end)."""
+    policy = keras.config.dtype_policy()
+    return "float32" if policy.compute_dtype != policy.variable_dtype else policy.name
+
+
 def make_divisible(v, divisor=8, min_value=None):
     """Rounds a channel count `v` to the nearest multiple of `divisor`.
 

@@ -12,7 +12,7 @@ identical.
 import keras
 from keras import layers
 
-from mobilenet_tf.models.layers import BatchNormalization, depthwise_conv, image_input, regularizer
+from mobilenet_tf.models.layers import BatchNormalization, depthwise_conv, head_dtype, image_input, regularizer
 
 # The 13 depthwise-separable blocks of the paper's Table 1, as (pointwise filters, stride);
 # block ids start at 1 as in keras.applications.
@@ -118,6 +118,6 @@ def mobilenet_v1(
             num_classes, 1, padding="same", kernel_regularizer=reg, name="conv_preds"
         )(x)
         x = layers.Reshape((num_classes,), name="reshape_2")(x)
-        # float32 so that mixed-precision models still return float32 probabilities.
-        x = layers.Activation("softmax", dtype="float32", name="predictions")(x)
+        # Mixed-precision models still return float32 probabilities.
+        x = layers.Activation("softmax", dtype=head_dtype(), name="predictions")(x)
     return keras.Model(inputs, x, name=name)

@@ -9,6 +9,7 @@ from keras import layers
 from mobilenet_tf.models.layers import (
     BatchNormalization,
     depthwise_conv,
+    head_dtype,
     image_input,
     make_divisible,
     regularizer,
@@ -130,10 +131,10 @@ def mobilenet_v2(
         x = layers.GlobalAveragePooling2D()(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name="dropout")(x)
-        # float32 so that mixed-precision models still return float32 probabilities; the
-        # kernel is float32 under any policy, so weights still copy by name.
+        # Mixed-precision models still return float32 probabilities; the kernel is float32
+        # under float32 and mixed policies alike, so weights still copy by name.
         x = layers.Dense(
-            num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32",
+            num_classes, activation="softmax", kernel_regularizer=reg, dtype=head_dtype(),
             name="predictions",
         )(x)
     return keras.Model(inputs, x, name=name)
