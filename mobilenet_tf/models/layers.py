@@ -1,23 +1,60 @@
 """Pieces shared by MobileNet V1 and V2: channel rounding, stride-2 padding, weight decay."""
 
 import keras
+import tensorflow as tf
 from keras import layers
+
+# FusedBatchNormV3 raises smaller epsilons to this.
+_FUSED_MIN_EPSILON = 1.001e-5
 
 
 @keras.saving.register_keras_serializable("mobilenet_tf")
 class BatchNormalization(layers.BatchNormalization):
-    """Keras' BatchNormalization whose moving statistics are averaged over replicas.
+    """Keras' BatchNormalization, fused, with moving statistics averaged over replicas.
 
-    Keras 3 creates the moving mean and variance with aggregation "none": under a tf.distribute
-    strategy every replica (every worker) then keeps the statistics of its own share of the batch,
-    and the chief's checkpoint and export hold statistics of only its data. With "mean", each
-    update is the mean over replicas, as tf.keras' BatchNormalization did.
+    Fused: Keras 3 normalizes with ~10 separate ops (moments, then scale and shift) where tf.keras
+    ran one FusedBatchNormV3; on this CPU those ops took more of a MobileNetV2 training step than
+    all its convolutions. Here NHWC float32/float16/bfloat16 inputs go through FusedBatchNormV3
+    (and its fused gradient): the same outputs, gradients and moving statistics as Keras' ops up
+    to float rounding. Synchronized BN, float64 and anything else take Keras' own path.
+
+    Replica-averaged: Keras 3 creates the moving mean and variance with aggregation "none": under
+    a tf.distribute strategy every replica (every worker) then keeps the statistics of its own
+    share of the batch, and the chief's checkpoint and export hold statistics of only its data.
+    With "mean", each update is the mean over replicas, as tf.keras' BatchNormalization did.
     """
 
     def add_weight(self, *args, **kwargs):
         if not kwargs.get("trainable", True):
             kwargs.setdefault("aggregation", "mean")
         return super().add_weight(*args, **kwargs)
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (
+            mask is None and not self.synchronized and not self.renorm and self.center and self.scale
+            and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.epsilon >= _FUSED_MIN_EPSILON
+            and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "float16", "bfloat16")
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        gamma, beta = (tf.cast(v, tf.float32) for v in (self.gamma, self.beta))
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            # The kernel returns the variance with Bessel's correction; Keras' moving variance
+            # averages the biased one (the one that normalized the batch).
+            count = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], tf.float32)
+            variance = variance * tf.maximum(count - 1.0, 0.0) / count
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(moving * self.momentum + tf.stop_gradient(batch) * (1.0 - self.momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
+                is_training=False)
+        return tf.cast(outputs, self.compute_dtype)
 
 
 def head_dtype() -> str:
