@@ -11,11 +11,18 @@ MobileNetV2-1.0 at 224x224 (128x128 with --quick), global batch 32, on this mach
   tensors (no input pipeline at all); images/s of its epochs after the first.
 
 The last line is JSON with both rates and ours / peer (goal: >= 1.5).
+
+`--profile` first prints where a training step's time goes, by TensorFlow op type, from a
+TF-profiler trace of a few steps of each (ours: `make_train_loop` on an in-memory batch; peer:
+`fit`). This is how the Keras 3 BatchNormalization (about ten separate ops per layer, more thread
+time than all the convolutions) was found and replaced by a fused one.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
 import json
 import os
 import platform
@@ -53,8 +60,9 @@ class Rates(keras.callbacks.Callback):
 
 
 def records(root: str, num_images: int) -> tfrecord.DatasetInfo:
-    """Synthetic JPEG records with a train split and a one-batch validation split."""
-    _, info, _ = make_data(root, num_images, copies=1)
+    """Synthetic JPEG records with a train split and a one-batch validation split. Each photo is
+    stored 4 times (decoding costs the same; making the photos is slow)."""
+    _, info, _ = make_data(root, num_images // 4, copies=4)
     shutil.copy(info.files("train")[0], os.path.join(info.data_dir, tfrecord.shard_name("validation", 0, 1)))
     held_out = sum(1 for _ in tf.data.TFRecordDataset(info.files("validation")))
     info = tfrecord.DatasetInfo(name=info.name, num_classes=info.num_classes, class_names=info.class_names,
@@ -98,12 +106,70 @@ def keras_fit(steps: int, epochs: int, size: int) -> float:
     return steps * BATCH / statistics.median(times[1:])  # the first epoch includes tracing
 
 
+def op_milliseconds(run, steps: int) -> collections.Counter:
+    """Thread-milliseconds per step of each TensorFlow op type while `run()` executes `steps` steps."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    logdir = tempfile.mkdtemp(prefix="profile_")
+    tf.profiler.experimental.start(logdir)
+    try:
+        run()
+    finally:
+        tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+        space.ParseFromString(f.read())
+    shutil.rmtree(logdir, ignore_errors=True)
+    totals = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's op threads
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" in name and "::" not in name:  # "layer/op_name:OpType", not the executor's own events
+                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
+    return totals
+
+
+def profile(size: int, steps: int = 3):
+    from mobilenet_tf import optim
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 1000, BATCH).astype(np.int32)
+    cfg = config.replace(config.MOBILENET_V2_IMAGENET, model={"image_size": (size, size), "num_classes": 1000},
+                         train={"batch_size": BATCH, "warmup_epochs": 0.0})
+    strategy = tf.distribute.get_strategy()
+    model = train.build_train_model(cfg)
+    optimizer = optim.build_optimizer(cfg.train, 100, weight_decay=cfg.model.weight_decay)
+    optimizer.build(model.trainable_variables)
+    loop = train.make_train_loop(strategy, model, optimizer, cfg)
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
+    loop(iterator, tf.constant(1))  # trace
+    ours_ops = op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)
+    keras.backend.clear_session()
+    peer = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
+    peer.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+    xs, ys = np.concatenate([x] * steps), np.concatenate([y] * steps)
+    peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # trace
+    peer_ops = op_milliseconds(lambda: peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0), steps)
+    keras.backend.clear_session()
+    for name, ops in (("ours", ours_ops), ("keras.applications + fit", peer_ops)):
+        print(f"{name}: {sum(ops.values()):.0f} thread-ms per step at {size}x{size}, by op type:")
+        for op, ms in ops.most_common(10):
+            print(f"  {op:45s} {ms:7.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
+    parser.add_argument("--profile", action="store_true", help="first print each step's time by op type")
     args = parser.parse_args()
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 2, 2, 128) if args.quick else (60, 10, 4, 224)
+    if args.profile:
+        profile(size)
     root = tempfile.mkdtemp(prefix="train_throughput_")
     try:
         info = records(root, steps * BATCH)
