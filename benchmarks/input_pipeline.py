@@ -133,6 +133,8 @@ def stage_costs(jpegs: list[bytes], rounds: int, count: int) -> dict[str, float]
 
     steps = {  # each output is read at its last pixel, so no step can be pruned away
         "full decode": lambda encoded, seed: tf.io.decode_jpeg(encoded, channels=3),
+        "full decode + resize (no crop)": lambda encoded, seed: preprocess.resize(
+            tf.io.decode_jpeg(encoded, channels=3), IMAGE_SIZE),
         "crop decode": crop,
         "+ flip": flipped,
         "+ resize": lambda encoded, seed: preprocess.resize(flipped(encoded, seed), IMAGE_SIZE),
