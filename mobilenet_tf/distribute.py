@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+class StrategyError(ValueError):
+    """The requested strategy cannot be set up here; the message names the flag or variable."""
 
 
 def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "") -> tf.distribute.Strategy:
@@ -14,12 +21,23 @@ def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "")
     collective ops at program start-up.
     """
     if name == "multi_worker":
+        try:
+            json.loads(os.environ.get("TF_CONFIG") or "{}")
+        except ValueError as error:
+            raise StrategyError(f"TF_CONFIG is not valid JSON ({error}); see scripts/train_multi_worker.sh") from None
         # Cluster from TF_CONFIG; collectives over the ring, as in the Keras multi-worker guide.
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StrategyError(
+                f"--strategy=tpu: no TPU reachable with --tpu={tpu!r} ({detail}); give --tpu=NAME, "
+                "--tpu=grpc://HOST:8470, or --tpu=local on a TPU VM"
+            ) from None
         return tf.distribute.TPUStrategy(resolver)
     gpus = tf.config.list_logical_devices("GPU")
     if num_gpus is not None:

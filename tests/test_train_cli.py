@@ -15,8 +15,8 @@ from images import encode_bmp, encode_gif
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_cli(module, *args, cache_dir, timeout=900):
-    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO)
+def run_cli(module, *args, cache_dir, timeout=900, **extra_env):
+    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO, **extra_env)
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
@@ -122,10 +122,14 @@ def test_resumes_from_checkpoint(one_epoch, cache_dir, tmp_path):
         ("--dataset=imagenet_nope", "--dataset"),
         ("--batch_size=5000", "--batch_size"),
         ("--epochs=0", "--epochs"),
+        ("--strategy=tpu", "--strategy=tpu: no TPU reachable"),  # no TPU here
+        ("--strategy=multi_worker TF_CONFIG={bad", "TF_CONFIG is not valid JSON"),
     ],
 )
 def test_bad_flags_fail_in_one_line(flag, message, cache_dir, tmp_path):
-    result = run_cli("mobilenet_tf.train", flag, f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir)
+    flag, _, tf_config = flag.partition(" TF_CONFIG=")
+    env = {"TF_CONFIG": tf_config} if tf_config else {}
+    result = run_cli("mobilenet_tf.train", flag, f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, **env)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-train: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]

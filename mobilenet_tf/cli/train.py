@@ -27,10 +27,10 @@ def main(argv):
     from mobilenet_tf.data import pipeline, sources
 
     # The strategy first: multi-worker collectives must be configured before any other TF work.
-    strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.num_gpus, cfg.train.tpu)
     try:
+        strategy = distribute.get_strategy(cfg.train.strategy, cfg.train.num_gpus, cfg.train.tpu)
         flags.check_replicas(cfg, strategy.num_replicas_in_sync)
-    except flags.FlagError as error:
+    except (distribute.StrategyError, flags.FlagError) as error:
         cli.fail(COMMAND, str(error))
     info = sources.resolve(cfg.data)
     if pipeline.steps_per_epoch(info.counts["train"], cfg.train.batch_size) < 1:
