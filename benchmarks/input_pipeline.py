@@ -1,28 +1,38 @@
-"""The training input pipeline's images/s on ImageNet-sized JPEGs, against two named peers.
+"""The training input pipeline's images/s on ImageNet-sized JPEGs, against three named peers.
 
-    nice -n 10 python3 benchmarks/input_pipeline.py [--quick]
+    nice -n 10 python3 benchmarks/input_pipeline.py [--quick] [--content=synthetic|photos]
 
-Synthetic photos (500x375, JPEG quality 90) are written as record shards (for `build_dataset`; each
-photo 4-8 times, so that an epoch is several shuffle buffers long, as on ImageNet) and as class
-folders (for Keras). Each pipeline runs with tf.data limited to 1
-and to 2 threads (private thread pool, no intra-op parallelism), several interleaved rounds, best
-round kept (other jobs on the machine only ever slow a round down):
+Photos (500x375, JPEG quality 90) are written as record shards (for `build_dataset`; each photo 4-8
+times, so that an epoch is several shuffle buffers long, as on ImageNet) and as class folders (for
+Keras). `--content=synthetic` (default): smooth random scenes with fine texture and sensor-like
+noise, ~80 KB each, about the bytes per pixel of ImageNet's JPEGs. `--content=photos`: random crops
+of the two real photos bundled with scikit-learn (~48 KB each). Each pipeline runs with tf.data
+limited to 1 and to 2 threads (private thread pool, no intra-op parallelism), several interleaved
+rounds, best round kept (other jobs on the machine only ever slow a round down):
 
 - ours: `build_dataset(training=True)` at 224x224: records, Inception crop on the encoded bytes
   (`decode_and_crop_jpeg`), flip, resize, [-1, 1], batches.
 - decode (the bound): the same JPEG bytes from memory, each decoded fully, nothing else.
+- decode + resize: the same, each decoded fully and resized to 224x224 (bilinear), nothing else:
+  what a pipeline without the crop-on-the-bytes trick does at the least.
 - keras: what a Keras user writes: `keras.utils.image_dataset_from_directory(image_size=256)` then
   `RandomCrop(224)`, `RandomFlip`, `Rescaling(1/127.5, offset=-1)`.
 
+Each peer runs with tf.data's map-and-batch fusion on and off, and keeps its better round (off is
+~10% faster for a bare decode at 1 thread here); ours runs as `build_dataset` builds it.
+
 Then where the time of one training image goes (1 thread, ms per image, the same JPEGs from
 memory): the full decode, the crop decode (`decode_and_crop_jpeg` on the Inception windows), each
-step of `train_image` added in turn, and the records/shuffle/parse/batch remainder; and what a
-`decode_and_crop_jpeg` of the top half, the bottom half and the left half of the image costs (the
-decoder stops below the window's last row but entropy-decodes every row above it, and every column).
+step of `train_image` added in turn, and the records/shuffle/parse/batch remainder; the floor of any
+pipeline that crops with `decode_and_crop_jpeg` and resizes with TF's bilinear kernel (those two ops
+and nothing else); and what a `decode_and_crop_jpeg` of the top half, the bottom half, the left half
+and a 16x16 square at the bottom right costs (the decoder stops below the window's last row but
+entropy-decodes every row above it, and every column: the last is almost all entropy decoding).
 
-The last line is JSON: ours / decode and ours / keras at each thread count (goal: >= 1.0 and >= 1.5),
-by wall clock and by images per CPU-second of the process (steadier when other jobs share the
-machine; at 2 threads it measures cost, not speed).
+The last line is JSON: ours / decode, ours / decode + resize and ours / keras at each thread count
+(goal: >= 1.0 against decode and >= 1.5 against keras), by wall clock and by images per CPU-second
+of the process (steadier when other jobs share the machine; at 2 threads it measures cost, not
+speed).
 """
 
 from __future__ import annotations
@@ -61,10 +71,28 @@ def photo(index: int) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def make_data(root: str, num_images: int, copies: int) -> tuple[list[bytes], tfrecord.DatasetInfo, str]:
-    """The JPEGs; record shards holding each `copies` times (so that an epoch is much longer than
-    the shuffle buffer, as on ImageNet); class folders holding each once."""
-    jpegs = [tf.io.encode_jpeg(photo(i), quality=QUALITY).numpy() for i in range(num_images)]
+def real_photo(index: int) -> np.ndarray:
+    """A random crop (70-100% of the height, 4:3), maybe mirrored, of one of scikit-learn's two
+    bundled 640x427 photos, resized to 500x375."""
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(index)
+    image = load_sample_images().images[index % 2]
+    height = int(rng.uniform(0.7, 1.0) * image.shape[0])
+    width = min(image.shape[1], height * 4 // 3)
+    y, x = rng.integers(0, image.shape[0] - height + 1), rng.integers(0, image.shape[1] - width + 1)
+    crop = image[y : y + height, x : x + width][:, :: rng.choice([1, -1])]
+    resized = tf.image.resize(crop, (HEIGHT, WIDTH), antialias=True).numpy()
+    return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+CONTENT = {"synthetic": photo, "photos": real_photo}
+
+
+def make_data(root: str, num_images: int, copies: int, content=photo):
+    """(JPEGs of `content(i)`, the DatasetInfo of record shards holding each `copies` times (so that an
+    epoch is much longer than the shuffle buffer, as on ImageNet), class folders holding each once)."""
+    jpegs = [tf.io.encode_jpeg(content(i), quality=QUALITY).numpy() for i in range(num_images)]
     records_dir, folders_dir = os.path.join(root, "records"), os.path.join(root, "folders")
     os.makedirs(records_dir)
     records = [tfrecord.make_example(j, label=i % CLASSES, height=HEIGHT, width=WIDTH, channels=3,
@@ -83,10 +111,11 @@ def make_data(root: str, num_images: int, copies: int) -> tuple[list[bytes], tfr
     return jpegs, tfrecord.read_info(records_dir), folders_dir
 
 
-def limit_threads(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
+def limit_threads(ds: tf.data.Dataset, threads: int, fuse: bool = True) -> tf.data.Dataset:
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1
+    options.experimental_optimization.map_and_batch_fusion = fuse
     return ds.with_options(options)
 
 
@@ -96,14 +125,17 @@ def ours(info, threads):
     return limit_threads(ds, threads)
 
 
-def decode_bound(jpegs, threads):
+def decode_bound(jpegs, threads, fuse, resize=False):
     ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat()
-    # The shape depends on the decoded tensor, so the decode runs; only BATCH shapes reach Python.
-    ds = ds.map(lambda j: tf.shape(tf.io.decode_jpeg(j, channels=3)), num_parallel_calls=tf.data.AUTOTUNE)
-    return limit_threads(ds.batch(BATCH).prefetch(tf.data.AUTOTUNE), threads)
+    if resize:
+        decode = lambda j: preprocess.resize(tf.io.decode_jpeg(j, channels=3), IMAGE_SIZE)  # noqa: E731
+    else:  # the shape depends on the decoded tensor, so the decode runs; only BATCH shapes reach Python
+        decode = lambda j: tf.shape(tf.io.decode_jpeg(j, channels=3))  # noqa: E731
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return limit_threads(ds.batch(BATCH).prefetch(tf.data.AUTOTUNE), threads, fuse)
 
 
-def keras_user(folders_dir, threads):
+def keras_user(folders_dir, threads, fuse):
     import keras
 
     ds = keras.utils.image_dataset_from_directory(folders_dir, image_size=(256, 256), batch_size=BATCH, shuffle=True,
@@ -111,11 +143,15 @@ def keras_user(folders_dir, threads):
     augment = keras.Sequential([keras.layers.RandomCrop(*IMAGE_SIZE), keras.layers.RandomFlip("horizontal"),
                                 keras.layers.Rescaling(1 / 127.5, offset=-1)])
     ds = ds.repeat().map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return limit_threads(ds.prefetch(tf.data.AUTOTUNE), threads)
+    return limit_threads(ds.prefetch(tf.data.AUTOTUNE), threads, fuse)
 
 
-def stage_costs(jpegs: list[bytes], rounds: int, count: int) -> dict[str, float]:
-    """ms per image at 1 thread of each step of the training map, cumulative, best of `rounds`."""
+def stage_costs(jpegs: list[bytes], info, rounds: int, count: int) -> dict[str, tuple[float, float]]:
+    """{step: (ms per image, multiple of a full decode)} at 1 thread, medians over `rounds` rounds.
+
+    Each round times every step back to back (`count` images each), so a step's multiple of the full
+    decode is taken within a round: steadier than comparing times from different moments.
+    """
     data = DataConfig(dataset="synthetic")
     seeds = np.stack([np.zeros(len(jpegs), np.int64), np.arange(len(jpegs))], axis=1)
     source = tf.data.Dataset.from_tensor_slices((jpegs, seeds)).cache().repeat()
@@ -139,22 +175,39 @@ def stage_costs(jpegs: list[bytes], rounds: int, count: int) -> dict[str, float]
         "+ flip": flipped,
         "+ resize": lambda encoded, seed: preprocess.resize(flipped(encoded, seed), IMAGE_SIZE),
         "+ [-1, 1] (train_image)": lambda encoded, seed: preprocess.train_image(encoded, seed, IMAGE_SIZE, data),
+        "floor: crop decode + resize only": lambda encoded, seed: preprocess.resize(crop(encoded, seed), IMAGE_SIZE),
         "top half only": fixed([0, 0, height // 2, width]),
         "bottom half only": fixed([height - height // 2, 0, height // 2, width]),
         "left half only": fixed([0, 0, height, width // 2]),
+        "16x16 at the bottom right only": fixed([height - 16, width - 16, 16, 16]),
     }
-    best = {}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            ds = limit_threads(source.map(lambda e, s, step=step: step(e, s)[-1, -1], num_parallel_calls=1), 1)
-            iterator = iter(ds.prefetch(4))
+
+    def per_image(step):
+        ds = limit_threads(source.map(lambda e, s: step(e, s)[-1, -1], num_parallel_calls=1), 1).prefetch(4)
+
+        def block():  # a new iterator of the same (traced once) dataset
+            iterator = iter(ds)
             for _ in range(10):
                 next(iterator)
             started = time.perf_counter()
             for _ in range(count):
                 next(iterator)
-            best[name] = min(best.get(name, np.inf), (time.perf_counter() - started) / count * 1e3)
-    return best
+            return (time.perf_counter() - started) / count * 1e3
+
+        return block
+
+    blocks = {name: per_image(step) for name, step in steps.items()}
+    whole = "+ records, shuffle, parse, batch (ours)"
+    whole_ds = ours(info, 1)
+    blocks[whole] = lambda: 1e3 / images_per_second(whole_ds, max(2, count // BATCH))[0]
+    order = list(blocks)
+    order.insert(order.index("+ [-1, 1] (train_image)") + 1, order.pop())
+    times = {name: [] for name in order}
+    for _ in range(rounds):
+        for name in order:
+            times[name].append(blocks[name]())
+    full = np.array(times["full decode"])
+    return {name: (float(np.median(ms)), float(np.median(np.array(ms) / full))) for name, ms in times.items()}
 
 
 def cpu_seconds() -> float:
@@ -176,38 +229,41 @@ def images_per_second(ds, batches: int) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds (under a minute)")
+    parser.add_argument("--content", choices=sorted(CONTENT), default="synthetic", help="what the JPEGs show")
     args = parser.parse_args()
     num_images, batches, rounds = (256, 6, 2) if args.quick else (1024, 20, 3)
     copies = 8 if args.quick else 4
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, TensorFlow {tf.__version__}; "
-          f"{num_images} JPEGs {WIDTH}x{HEIGHT} q{QUALITY}, batch {BATCH}, best of {rounds} rounds")
+          f"{num_images} {args.content} JPEGs {WIDTH}x{HEIGHT} q{QUALITY}, batch {BATCH}, best of {rounds} rounds")
     with tempfile.TemporaryDirectory() as root:
-        jpegs, info, folders_dir = make_data(root, num_images, copies)
+        jpegs, info, folders_dir = make_data(root, num_images, copies, CONTENT[args.content])
         print(f"mean JPEG size {np.mean([len(j) for j in jpegs]) / 1000:.0f} KB")
-        makers = {"ours": lambda t: ours(info, t), "decode": lambda t: decode_bound(jpegs, t),
-                  "keras": lambda t: keras_user(folders_dir, t)}
+        makers = {"ours": lambda t, fuse: ours(info, t), "decode": lambda t, fuse: decode_bound(jpegs, t, fuse),
+                  "decode + resize": lambda t, fuse: decode_bound(jpegs, t, fuse, resize=True),
+                  "keras": lambda t, fuse: keras_user(folders_dir, t, fuse)}
         best = {}
         for _ in range(rounds):
             for threads in (1, 2):
                 for name, make in makers.items():
-                    rates = images_per_second(make(threads), batches)
-                    best[(name, threads)] = tuple(max(a, b) for a, b in zip(best.get((name, threads), (0, 0)), rates))
-        costs = stage_costs(jpegs, rounds, 150 if args.quick else 400)
+                    for fuse in (True,) if name == "ours" else (True, False):
+                        rates = images_per_second(make(threads, fuse), batches)
+                        best[(name, threads)] = tuple(max(a, b) for a, b in zip(best.get((name, threads), (0, 0)),
+                                                                                rates))
+        costs = stage_costs(jpegs, info, 4 if args.quick else 10, 60 if args.quick else 128)
     for threads in (1, 2):
         rates = [best[(name, threads)] for name in makers]
         print(f"{threads} thread(s): " + "  ".join(
             f"{name} {wall:.0f} img/s ({cpu:.0f} img/CPU-s)" for name, (wall, cpu) in zip(makers, rates)))
-    ours_ms = 1e3 / best[("ours", 1)][0]
-    costs["+ records, shuffle, parse, batch (ours)"] = ours_ms
-    print("where one training image's time goes, 1 thread (ms; cumulative from 'crop decode'):")
-    for name, ms in costs.items():
-        print(f"  {name:40s} {ms:6.3f}  ({ms / costs['full decode']:.2f}x full decode)")
+    print("where one training image's time goes, 1 thread (ms; cumulative from 'crop decode' to 'ours'; medians):")
+    for name, (ms, multiple) in costs.items():
+        print(f"  {name:40s} {ms:6.3f}  ({multiple:.2f}x full decode)")
     ratios = {}
     for threads in (1, 2):
-        for peer in ("decode", "keras"):
+        for peer in ("decode", "decode + resize", "keras"):
             mine, theirs = best[("ours", threads)], best[(peer, threads)]
-            ratios[f"ours_vs_{peer}_{threads}t"] = round(mine[0] / theirs[0], 3)
-            ratios[f"ours_vs_{peer}_{threads}t_cpu"] = round(mine[1] / theirs[1], 3)
+            key = peer.replace(" + ", "_")
+            ratios[f"ours_vs_{key}_{threads}t"] = round(mine[0] / theirs[0], 3)
+            ratios[f"ours_vs_{key}_{threads}t_cpu"] = round(mine[1] / theirs[1], 3)
     print(json.dumps(ratios))
 
 
