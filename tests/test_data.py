@@ -175,3 +175,53 @@ def test_eval_dataset_is_whole_split_padded(info):
     labels = labels[:360]
     np.testing.assert_array_equal(np.bincount(labels, minlength=10),
                                   np.bincount([label for _, label in read_split(info, "validation")], minlength=10))
+
+
+def _numbered_records(directory, num_examples, num_shards):
+    """Records whose label is the example's number (0..n-1), in `num_shards` train and validation
+    shards: a label identifies the example wherever it ends up."""
+    jpeg = tf.io.encode_jpeg(tf.fill([40, 48, 3], tf.constant(128, tf.uint8))).numpy()
+    records = [tfrecord.make_example(jpeg, label=i, height=40, width=48, channels=3, image_format="JPEG")
+               for i in range(num_examples)]
+    for split in ("train", "validation"):
+        for s in range(num_shards):
+            tfrecord.write_shard(os.path.join(directory, tfrecord.shard_name(split, s, num_shards)),
+                                 records[s::num_shards])
+    info = tfrecord.DatasetInfo(name="numbered", num_classes=num_examples,
+                                class_names=tuple(map(str, range(num_examples))),
+                                counts={"train": num_examples, "validation": num_examples})
+    tfrecord.write_info(str(directory), info)
+    return tfrecord.read_info(str(directory))
+
+
+@pytest.mark.parametrize("num_shards", [4, 1])  # by file; fewer files than pipelines: by record
+def test_input_pipelines_split_each_epoch_without_overlap(tmp_path, num_shards):
+    info = _numbered_records(tmp_path, 40, num_shards)
+    data = DataConfig(dataset="numbered", shuffle_buffer=16)
+
+    def labels(training, pipeline_id, epochs=(0, 1), num_pipelines=2):
+        context = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
+                                             num_replicas_in_sync=num_pipelines)
+        ds = pipeline.build_dataset(info, data, split="train" if training else "validation", global_batch_size=8,
+                                    image_size=IMAGE_SIZE, training=training, seed=3, epochs=epochs,
+                                    input_context=context)
+        batches = [y.numpy() for _, y in ds]
+        assert {len(b) for b in batches} == {8 // num_pipelines}  # the per-replica batch
+        return np.concatenate(batches)
+
+    assert sorted(labels(True, 0, num_pipelines=1)) == list(range(40))  # one pipeline: the whole epoch
+
+    for epoch in (0, 1):
+        first, second = labels(True, 0, (epoch, epoch + 1)), labels(True, 1, (epoch, epoch + 1))
+        assert len(first) == len(second) == 20  # 5 steps of 4 on each pipeline
+        assert sorted(np.concatenate([first, second])) == list(range(40))  # disjoint, all of the epoch
+    # Each epoch is shuffled anew, and a second epoch continues the same pipeline.
+    assert list(labels(True, 0, (0, 1))) != list(labels(True, 0, (1, 2)))
+    both = labels(True, 0, (0, 2))
+    np.testing.assert_array_equal(both, np.concatenate([labels(True, 0, (0, 1)), labels(True, 0, (1, 2))]))
+
+    # Evaluation: the same number of whole batches on both pipelines, each example exactly once.
+    first, second = labels(False, 0), labels(False, 1)
+    assert len(first) == len(second)
+    seen = np.concatenate([first, second])
+    assert sorted(seen[seen >= 0]) == list(range(40))
