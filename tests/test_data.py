@@ -194,10 +194,11 @@ def _numbered_records(directory, num_examples, num_shards):
     return tfrecord.read_info(str(directory))
 
 
+@pytest.mark.parametrize("cache", [False, True])
 @pytest.mark.parametrize("num_shards", [4, 1])  # by file; fewer files than pipelines: by record
-def test_input_pipelines_split_each_epoch_without_overlap(tmp_path, num_shards):
+def test_input_pipelines_split_each_epoch_without_overlap(tmp_path, num_shards, cache):
     info = _numbered_records(tmp_path, 40, num_shards)
-    data = DataConfig(dataset="numbered", shuffle_buffer=16)
+    data = DataConfig(dataset="numbered", shuffle_buffer=16, cache=cache)
 
     def labels(training, pipeline_id, epochs=(0, 1), num_pipelines=2):
         context = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
