@@ -11,7 +11,7 @@ limited to 1 and to 2 threads (private thread pool, no intra-op parallelism), se
 rounds, best round kept (other jobs on the machine only ever slow a round down):
 
 - ours: `build_dataset(training=True)` at 224x224: records, Inception crop on the encoded bytes
-  (`decode_and_crop_jpeg`), flip, resize, [-1, 1], batches.
+  (`decode_and_crop_jpeg`), resize, flip, [-1, 1], batches.
 - decode (the bound): the same JPEG bytes from memory, each decoded fully, nothing else.
 - decode + resize: the same, each decoded fully and resized to 224x224 (bilinear), nothing else:
   what a pipeline without the crop-on-the-bytes trick does at the least.
@@ -23,9 +23,9 @@ Each peer runs with tf.data's map-and-batch fusion on and off, and keeps its bet
 
 Then where the time of one training image goes (1 thread, ms per image, the same JPEGs from
 memory): the full decode, the crop decode (`decode_and_crop_jpeg` on the Inception windows), each
-step of `train_image` added in turn, and the records/shuffle/parse/batch remainder; the floor of any
-pipeline that crops with `decode_and_crop_jpeg` and resizes with TF's bilinear kernel (those two ops
-and nothing else); and what a `decode_and_crop_jpeg` of the top half, the bottom half, the left half
+step of `train_image` added in turn, and the records/shuffle/parse/batch remainder (the first step,
+crop decode + resize, is the floor of any pipeline that crops with `decode_and_crop_jpeg` and resizes
+with TF's bilinear kernel); and what a `decode_and_crop_jpeg` of the top half, the bottom half, the left half
 and a 16x16 square at the bottom right costs (the decoder stops below the window's last row but
 entropy-decodes every row above it, and every column: the last is almost all entropy decoding).
 
@@ -164,18 +164,17 @@ def stage_costs(jpegs: list[bytes], info, rounds: int, count: int) -> dict[str, 
     def fixed(window):
         return lambda encoded, seed: tf.image.decode_and_crop_jpeg(encoded, tf.constant(window), channels=3)
 
-    def flipped(encoded, seed):
-        return tf.image.stateless_random_flip_left_right(crop(encoded, seed), seed)
+    def resized(encoded, seed):
+        return preprocess.resize(crop(encoded, seed), IMAGE_SIZE)
 
     steps = {  # each output is read at its last pixel, so no step can be pruned away
         "full decode": lambda encoded, seed: tf.io.decode_jpeg(encoded, channels=3),
         "full decode + resize (no crop)": lambda encoded, seed: preprocess.resize(
             tf.io.decode_jpeg(encoded, channels=3), IMAGE_SIZE),
         "crop decode": crop,
-        "+ flip": flipped,
-        "+ resize": lambda encoded, seed: preprocess.resize(flipped(encoded, seed), IMAGE_SIZE),
+        "+ resize (the floor: crop decode + resize)": resized,
+        "+ flip": lambda encoded, seed: tf.image.stateless_random_flip_left_right(resized(encoded, seed), seed),
         "+ [-1, 1] (train_image)": lambda encoded, seed: preprocess.train_image(encoded, seed, IMAGE_SIZE, data),
-        "floor: crop decode + resize only": lambda encoded, seed: preprocess.resize(crop(encoded, seed), IMAGE_SIZE),
         "top half only": fixed([0, 0, height // 2, width]),
         "bottom half only": fixed([height - height // 2, 0, height // 2, width]),
         "left half only": fixed([0, 0, height, width // 2]),

@@ -117,6 +117,20 @@ def test_train_image_eager_equals_tf_data(encode):
     assert len({a.tobytes() for a in eager}) > 1
 
 
+def test_random_flip_mirrors_the_unflipped_crop():
+    """With the flip on, each image is the same seed's unflipped image or its mirror, and both occur."""
+    encoded = tf.io.encode_jpeg(_rgb_image(120, 90), quality=95)
+    flips = []
+    for i in range(40):
+        seed = tf.constant([5, i], tf.int64)
+        plain = preprocess.train_image(encoded, seed, IMAGE_SIZE, DataConfig(random_flip=False)).numpy()
+        image = preprocess.train_image(encoded, seed, IMAGE_SIZE, DataConfig(random_flip=True)).numpy()
+        same, mirrored = np.abs(image - plain).max(), np.abs(image - plain[:, ::-1]).max()
+        assert min(same, mirrored) < 1e-5, (same, mirrored)
+        if max(same, mirrored) > 0.05:  # a crop that is (nearly) symmetric tells nothing
+            flips.append(bool(mirrored < same))
+    assert len(flips) >= 30 and 8 <= sum(flips) <= len(flips) - 8, flips
+
 def test_inception_window_in_bounds_and_area():
     shape = tf.constant([300, 400, 3])
     areas = []

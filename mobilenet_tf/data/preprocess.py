@@ -71,7 +71,7 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
 
 
 def train_image(encoded, seed, image_size, data) -> tf.Tensor:
-    """Training pixels in [-1, 1]: Inception crop on the encoded bytes, optional flip, resize,
+    """Training pixels in [-1, 1]: Inception crop on the encoded bytes, resize, optional flip,
     optional RandAugment."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     image = decode_window(
@@ -80,9 +80,11 @@ def train_image(encoded, seed, image_size, data) -> tf.Tensor:
             shape, crop_seed, data.crop_area_range, data.crop_aspect_range, data.eval_crop_fraction
         ),
     )
-    if data.random_flip:
-        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = resize(image, image_size)
+    if data.random_flip:
+        # After the resize, which commutes with mirroring (half-pixel centers): the same pixels up to
+        # float rounding, and mirroring the float32 output costs a fraction of mirroring the uint8 crop.
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     if data.randaugment_ops:  # on the final 0..255 pixels, as RandAugment's ops expect
         augment_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 2)
         image = augment.randaugment(image, augment_seed, data.randaugment_ops, data.randaugment_magnitude)
