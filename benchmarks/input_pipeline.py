@@ -159,7 +159,7 @@ def stage_costs(jpegs: list[bytes], info, rounds: int, count: int) -> dict[str, 
 
     def crop(encoded, seed):
         return preprocess.decode_window(encoded, lambda shape: preprocess.inception_window(
-            shape, seed, data.crop_area_range, data.crop_aspect_range, data.eval_crop_fraction))
+            shape, seed, data.crop_area_range, data.crop_aspect_range, data.eval_crop_fraction), IMAGE_SIZE)
 
     def fixed(window):
         return lambda encoded, seed: tf.image.decode_and_crop_jpeg(encoded, tf.constant(window), channels=3)

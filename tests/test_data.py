@@ -90,6 +90,34 @@ def test_decode_window_same_pixels_for_jpeg_and_png():
     np.testing.assert_array_equal(preprocess.decode_window(jpeg, window).numpy(), full[5:25, 7:37])
 
 
+@pytest.mark.parametrize("window, min_size, scale", [
+    ((100, 200, 900, 1300), (224, 224), 4),  # 900 // 8 < 224
+    ((100, 200, 440, 1300), (224, 224), 1),  # 440 // 2 < 224: full scale
+    ((301, 7, 500, 700), (224, 224), 2),
+    ((15, 23, 1170, 1560), (128, 128), 8),  # offsets 7 mod 8: flooring them would shift the window by 7
+])
+def test_large_jpeg_window_decodes_at_dct_scale(window, min_size, scale):
+    """The smallest DCT scale that still holds `min_size`, showing the same window as full scale."""
+    rng = np.random.default_rng(0)
+    scene = tf.image.resize(rng.uniform(0, 255, (1, 24, 32, 3)).astype(np.float32), (1200, 1600), "bicubic")[0]
+    jpeg = tf.io.encode_jpeg(np.clip(scene.numpy(), 0, 255).astype(np.uint8), quality=95)
+    full = tf.io.decode_jpeg(jpeg).numpy().astype(np.float32)
+    y, x, h, w = window
+    out = preprocess.decode_window(jpeg, lambda shape: tuple(tf.constant(v) for v in window), min_size).numpy()
+    assert out.shape == (h // scale, w // scale, 3)
+
+    def error(dy, dx):  # against the full-scale window, shifted by (dy, dx), area-averaged to out's size
+        expected = tf.image.resize(full[y + dy : y + dy + h, x + dx : x + dx + w], out.shape[:2], method="area")
+        return np.abs(out - expected.numpy()).mean()
+
+    assert error(0, 0) < 3.0
+    # The best-matching shift is within half a decoded pixel, on each axis.
+    shifts = np.arange(-scale, scale + 1)
+    best_dy = shifts[np.argmin([error(d, 0) for d in shifts])]
+    best_dx = shifts[np.argmin([error(0, d) for d in shifts])]
+    assert abs(best_dy) <= scale / 2 and abs(best_dx) <= scale / 2, (best_dy, best_dx)
+
+
 def test_center_window():
     y, x, h, w = (int(v) for v in preprocess.center_window(tf.constant([100, 200, 3]), 0.875))
     assert (h, w) == (87, 87) and (y, x) == (7, 57)
