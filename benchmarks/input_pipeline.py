@@ -146,6 +146,23 @@ def keras_user(folders_dir, threads, fuse):
     return limit_threads(ds.prefetch(tf.data.AUTOTUNE), threads, fuse)
 
 
+def per_image_timer(source: tf.data.Dataset, step, count: int, warmup: int = 10, prefetch: int = 4):
+    """A function returning the ms per image of `step(encoded, seed)` over `count` elements of
+    `source`, on 1 thread. Each call times a new iterator of the same (traced once) dataset."""
+    ds = limit_threads(source.map(lambda e, s: step(e, s)[-1, -1], num_parallel_calls=1), 1).prefetch(prefetch)
+
+    def block():
+        iterator = iter(ds)
+        for _ in range(warmup):
+            next(iterator)
+        started = time.perf_counter()
+        for _ in range(count):
+            next(iterator)
+        return (time.perf_counter() - started) / count * 1e3
+
+    return block
+
+
 def stage_costs(jpegs: list[bytes], info, rounds: int, count: int) -> dict[str, tuple[float, float]]:
     """{step: (ms per image, multiple of a full decode)} at 1 thread, medians over `rounds` rounds.
 
@@ -181,21 +198,7 @@ def stage_costs(jpegs: list[bytes], info, rounds: int, count: int) -> dict[str, 
         "16x16 at the bottom right only": fixed([height - 16, width - 16, 16, 16]),
     }
 
-    def per_image(step):
-        ds = limit_threads(source.map(lambda e, s: step(e, s)[-1, -1], num_parallel_calls=1), 1).prefetch(4)
-
-        def block():  # a new iterator of the same (traced once) dataset
-            iterator = iter(ds)
-            for _ in range(10):
-                next(iterator)
-            started = time.perf_counter()
-            for _ in range(count):
-                next(iterator)
-            return (time.perf_counter() - started) / count * 1e3
-
-        return block
-
-    blocks = {name: per_image(step) for name, step in steps.items()}
+    blocks = {name: per_image_timer(source, step, count) for name, step in steps.items()}
     whole = "+ records, shuffle, parse, batch (ours)"
     whole_ds = ours(info, 1)
     blocks[whole] = lambda: 1e3 / images_per_second(whole_ds, max(2, count // BATCH))[0]

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -31,6 +30,8 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mobilenet_tf.config import DataConfig  # noqa: E402
 from mobilenet_tf.data import preprocess  # noqa: E402
+
+from input_pipeline import per_image_timer  # noqa: E402  (this script's directory is on sys.path)
 
 HEIGHT, WIDTH, QUALITY = 3024, 4032, 90
 IMAGE_SIZE = (224, 224)
@@ -82,24 +83,7 @@ def main():
           f"TensorFlow {tf.__version__}, {os.cpu_count()} cores, 1 thread")
     seeds = np.stack([np.zeros(count, np.int64), np.arange(count)], axis=1)
     source = tf.data.Dataset.from_tensor_slices((jpegs, seeds)).cache().repeat()
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = 1
-    options.threading.max_intra_op_parallelism = 1
-
-    def timer(step):
-        ds = source.map(lambda e, s: step(e, s)[-1, -1], num_parallel_calls=1).with_options(options).prefetch(1)
-
-        def run():
-            iterator = iter(ds)
-            next(iterator)
-            started = time.perf_counter()
-            for _ in range(per_round):
-                next(iterator)
-            return (time.perf_counter() - started) / per_round * 1e3
-
-        return run
-
-    timers = {key: timer(step) for key, step in steps.items()}
+    timers = {key: per_image_timer(source, step, per_round, warmup=1, prefetch=1) for key, step in steps.items()}
     times = {key: [] for key in steps}
     for _ in range(rounds):
         for key, run in timers.items():

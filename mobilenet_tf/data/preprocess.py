@@ -5,7 +5,7 @@ JPEG is decoded only inside its window (`decode_and_crop_jpeg`); other formats (
 decoded whole and sliced. A JPEG window at least twice the output size on both sides is decoded at
 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, as PIL's `draft`): the smallest that still holds the
 output size, so the resize never enlarges what full scale would not. On 12-megapixel photos that
-makes training images 1.6-2.0x and evaluation images ~2.2x faster, and closer to an antialiased
+makes training images 1.5-2.0x and evaluation images ~2.2x faster, and closer to an antialiased
 resize than a bilinear resize from full scale (benchmarks/large_photos.py). All randomness is stateless,
 seeded per example: the same (seed, example) gives the same crop wherever and whenever it is
 computed.
