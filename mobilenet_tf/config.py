@@ -54,6 +54,11 @@ class DataConfig:
     randaugment_magnitude: float = 0.5
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
+    # Bad records (bad checksum, shard cut short, image that does not decode) stop a run, naming
+    # the shard; skipping them instead drops them, up to `max_bad_records` per epoch (None: 0.1%
+    # of an epoch's examples).
+    skip_bad_records: bool = False
+    max_bad_records: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +142,10 @@ def from_json(text: str) -> Config:
 
 def save(cfg: Config, model_dir: str) -> None:
     """Write `model_dir/config.json` (temp name, then rename): what eval and export rebuild from."""
+    from mobilenet_tf.rundir import write_atomic
+
     os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, CONFIG_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(to_json(cfg))
-    os.replace(tmp, path)
+    write_atomic(os.path.join(model_dir, CONFIG_FILE), to_json(cfg))
 
 
 def load(model_dir: str) -> Config:

@@ -7,10 +7,12 @@ import os
 
 import tensorflow as tf
 
+from mobilenet_tf.errors import UserError
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
 
-class StrategyError(ValueError):
+class StrategyError(UserError, ValueError):
     """The requested strategy cannot be set up here; the message names the flag or variable."""
 
 

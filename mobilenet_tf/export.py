@@ -207,9 +207,3 @@ def export_saved_model(model: keras.Model, cfg: Config, export_base: str, versio
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-if __name__ == "__main__":  # `python -m mobilenet_tf.export` is `mobilenet-export`
-    from mobilenet_tf.cli.export import run
-
-    run()

@@ -14,13 +14,14 @@ import re
 from absl import flags
 
 from mobilenet_tf import config, distribute, models, optim
+from mobilenet_tf.errors import UserError
 from mobilenet_tf.data import sources
 
 FLAGS = flags.FLAGS
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float64")
 
 
-class FlagError(ValueError):
+class FlagError(UserError, ValueError):
     """A flag value that cannot work; the message names the flag."""
 
 
@@ -43,6 +44,10 @@ def define_train_flags() -> None:
     flags.DEFINE_float("randaugment_magnitude", None, "RandAugment magnitude, 0 to 1.")
     flags.DEFINE_float("mixup", None, "MixUp Beta alpha (0: off).")
     flags.DEFINE_float("cutmix", None, "CutMix factor: Keras draws its Beta alpha from [0, factor] (0: off).")
+    flags.DEFINE_boolean("skip_bad_records", None, "Skip training records that cannot be read or decoded "
+                         "(default: stop, naming the shard).")
+    flags.DEFINE_integer("max_bad_records", None, "With --skip_bad_records: stop when an epoch skips more "
+                         "(default 0.1% of an epoch).")
     flags.DEFINE_string("model_dir", None, "Checkpoints, logs and exports (default runs/<model>_<dataset>).")
     flags.DEFINE_integer("epochs", None, "Epochs to train.")
     flags.DEFINE_integer("batch_size", None, "Global batch size (all replicas together).")
@@ -92,6 +97,8 @@ _FIELDS = {
     "randaugment_magnitude": ("data", "randaugment_magnitude"),
     "mixup": ("data", "mixup_alpha"),
     "cutmix": ("data", "cutmix_alpha"),
+    "skip_bad_records": ("data", "skip_bad_records"),
+    "max_bad_records": ("data", "max_bad_records"),
 }
 for _section in ("train",):
     for _field in dataclasses.fields(config.TrainConfig):
@@ -143,6 +150,8 @@ def validate(cfg: config.Config) -> None:
         raise FlagError(f"--randaugment={d.randaugment_ops} --randaugment_magnitude={d.randaugment_magnitude} "
                         f"--mixup={d.mixup_alpha} --cutmix={d.cutmix_alpha}: need ops >= 0, magnitude in [0, 1], "
                         f"alphas >= 0")
+    if d.max_bad_records is not None and d.max_bad_records < 0:
+        raise FlagError(f"--max_bad_records={d.max_bad_records}: must not be negative")
     problem = sources.check_spec(cfg.data.dataset, cfg.data)
     if problem:
         raise FlagError(f"--dataset={cfg.data.dataset}: {problem}")

@@ -133,17 +133,6 @@ def top_k(probabilities: np.ndarray, class_names, k: int) -> list[list[tuple[str
     return [[(class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
 
-def error_message(error: Exception) -> str:
-    """The human part of a TensorFlow error: an assertion's own message, without op names."""
-    text = getattr(error, "message", None) or str(error)
-    asserted = re.search(r"assertion failed: ((?:\[[^\]]*\]\s*)+)", text)
-    if asserted:
-        return " ".join(part.strip() for part in re.findall(r"\[([^\]]*)\]", asserted.group(1)))
-    text = re.sub(r"\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:\w+\]|Graph execution error:", "", text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def evaluate(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation",
              batch_size: int = 64) -> dict:
     """{"top1", "top5", "examples"} of `classifier` on the encoded images of `split`.
@@ -161,9 +150,3 @@ def evaluate(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "v
         top5 += int(np.sum(ranked == labels[:, None]))
         examples += len(labels)
     return {"top1": top1 / max(examples, 1), "top5": top5 / max(examples, 1), "examples": examples}
-
-
-if __name__ == "__main__":  # `python -m mobilenet_tf.predict` is `mobilenet-predict`
-    from mobilenet_tf.cli.predict import run
-
-    run()

@@ -20,6 +20,7 @@ import tensorflow as tf
 from mobilenet_tf import export
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import preprocess, tfrecord
+from mobilenet_tf.rundir import write_atomic
 
 MODES = ("float32", "float16", "dynamic", "int8")
 DIR = "tflite"
@@ -94,20 +95,13 @@ def write_models(model: keras.Model, cfg: Config, export_base: str, modes,
                  "bilinear resize to image_size",
         "model": f"{cfg.model.name} alpha {cfg.model.alpha}",
     }
-    _write(os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in cfg.model.class_names).encode())
-    _write(os.path.join(directory, INFO_FILE), json.dumps(info, indent=1).encode())
+    write_atomic(os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in cfg.model.class_names).encode())
+    write_atomic(os.path.join(directory, INFO_FILE), json.dumps(info, indent=1).encode())
     paths = {}
     for mode, flatbuffer in flatbuffers.items():
         paths[mode] = model_path(export_base, mode)
-        _write(paths[mode], flatbuffer)
+        write_atomic(paths[mode], flatbuffer)
     return paths
-
-
-def _write(path: str, content: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
 
 
 class LiteRTModel:

@@ -21,13 +21,19 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mobilenet_tf import config, distribute, evaluate, export, optim
+from mobilenet_tf import config, distribute, evaluate, export, optim, preemption, rundir
 from mobilenet_tf.callbacks import ScalarsCallback
 from mobilenet_tf.checkpoint import CheckpointManagerCallback, restore_model
 from mobilenet_tf.config import Config
+from mobilenet_tf.errors import UserError
 from mobilenet_tf.data import pipeline, sources, tfrecord
 from mobilenet_tf.models import HEAD_LAYERS, build_from_config, copy_weights
 from mobilenet_tf.models.pretrained import load_pretrained
+
+
+class Diverged(UserError, FloatingPointError):
+    """The loss or the weights became non-finite; the message names the steps and the last good
+    checkpoint."""
 
 
 def model_dir_for(cfg: Config) -> str:
@@ -76,9 +82,16 @@ def use_xla(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
     return bool(tf.config.list_logical_devices("GPU")) or isinstance(strategy, tf.distribute.TPUStrategy)
 
 
-def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool = False):
-    """A tf.function running `num_steps` steps from a distributed iterator; returns ([mean loss,
-    mean top-1], whether all trainable weights are finite afterwards)."""
+def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool = False, stop_flag=None):
+    """A tf.function running up to `num_steps` steps from a distributed iterator. It returns a dict:
+    "means" [mean loss, mean top-1], "finite" (all weights finite afterwards), "steps" run,
+    "stopped" and "bad_records".
+
+    `stop_flag` (a variable, see `preemption.SignalFlag`) is read in every step and summed over all
+    replicas and workers: once any is set, every worker stops after that same step ("stopped").
+    Batches may carry a third component, the number of bad records the input dropped for them;
+    "bad_records" is their sum over the steps run.
+    """
     global_batch = cfg.train.batch_size
     smoothing = cfg.train.label_smoothing
     num_replicas = strategy.num_replicas_in_sync
@@ -110,22 +123,29 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
         # Forward and backward only: the gradient all-reduce and update stay outside XLA.
         gradients = tf.function(gradients, jit_compile=True)
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, bad_records=None):
         loss, top1, grads = gradients(images, labels)
         optimizer.apply_gradients(zip(grads, variables))
-        return tf.stack([loss, top1])
+        stop = tf.zeros([], dtype) if stop_flag is None else tf.cast(stop_flag, dtype)
+        bad = tf.zeros([], dtype) if bad_records is None else tf.cast(bad_records, dtype)
+        return tf.stack([loss, top1, stop, bad])
 
     @tf.function
     def train_loop(iterator, num_steps):
-        totals = tf.zeros([2], dtype)
+        totals = tf.zeros([4], dtype)
+        steps = tf.constant(0)
         for _ in tf.range(num_steps):
             per_replica = strategy.run(replica_step, args=next(iterator))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            steps += 1
+            if totals[2] > 0:
+                break
         # A finite loss can still be followed by an update to inf (weights or BN statistics): check
         # them too, so that a checkpoint is only ever written from finite weights.
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.weights
                                if keras.backend.is_float_dtype(w.dtype)])
-        return totals / tf.cast(num_steps, dtype), finite
+        return {"means": totals[:2] / tf.cast(steps, dtype), "finite": finite, "steps": steps,
+                "stopped": totals[2] > 0, "bad_records": tf.cast(totals[3], tf.int64)}
 
     return train_loop
 
@@ -205,13 +225,25 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
     num_classes = cfg.model.num_classes or info.num_classes
     names = tuple(info.class_names) if len(info.class_names) == num_classes else tuple(map(str, range(num_classes)))
     cfg = config.replace(cfg, model={"num_classes": num_classes, "class_names": names})
+
+    # 3. The run directory: only for the model it holds (checked before anything is written), and
+    # one trainer at a time.
     if chief:
-        config.save(cfg, model_dir)
+        rundir.check_matches(cfg, model_dir)
+    with rundir.lock(model_dir) if chief else contextlib.nullcontext(), preemption.SignalFlag() as signals:
+        if chief:
+            config.save(cfg, model_dir)
+        return _run(cfg, strategy, info, model_dir, chief, signals, extra_callbacks)
+
+
+def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extra_callbacks) -> dict:
+    t = cfg.train
     steps_per_epoch = pipeline.steps_per_epoch(info.counts["train"], t.batch_size)
     total_steps = t.epochs * steps_per_epoch
     freeze_steps = t.freeze_backbone_epochs * steps_per_epoch
+    max_bad = pipeline.max_bad_records(cfg.data, info)
 
-    # 3. Model, optimizer and checkpoint under the strategy's scope.
+    # 4. Model, optimizer and checkpoint under the strategy's scope.
     with strategy.scope():
         model = build_train_model(cfg)
         optimizer = optim.build_optimizer(t, steps_per_epoch, weight_decay=cfg.model.weight_decay)
@@ -219,7 +251,7 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step, rng=rng_states(model))
 
-    # 4. Resume from the newest checkpoint, or initialize a new run.
+    # 5. Resume from the newest readable checkpoint, or initialize a new run.
     saver = CheckpointManagerCallback(checkpoint, model_dir, step=global_step, every_steps=t.checkpoint_steps,
                                       keep=t.keep_checkpoints, is_chief=chief)
     start_step = saver.restore()
@@ -234,7 +266,7 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
         verbose=1 if sys.stdout.isatty() else 2,
     )
 
-    # 5. The loop.
+    # 6. The loop.
     jit = use_xla(cfg, strategy)
     eval_step = evaluate.make_eval_step(strategy, model)
     eval_data = evaluate.eval_dataset(strategy, info, cfg)
@@ -254,57 +286,74 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
         strategy.num_replicas_in_sync, t.precision, "on" if jit else "off", step, model_dir,
     )
     callbacks.on_train_begin()
-    logs, train_loop, frozen = {}, None, None
+    logs, train_loop, frozen, bad_in_epoch, bad_total = {}, None, None, 0, 0
     while step < total_steps:
         if frozen != (step < freeze_steps):
             frozen = step < freeze_steps
             if freeze_steps:
                 set_backbone_trainable(model, not frozen)
-            train_loop = make_train_loop(strategy, model, optimizer, cfg, jit)  # new variable list
+            # A new variable list.
+            train_loop = make_train_loop(strategy, model, optimizer, cfg, jit, stop_flag=signals.flag)
         epoch = step // steps_per_epoch
         if step % steps_per_epoch == 0 or step == start_step:
             callbacks.on_epoch_begin(epoch)
+            bad_in_epoch = 0
         num_steps = _steps_to_next_stop(step, steps_per_epoch, (t.log_steps, t.checkpoint_steps, freeze_steps))
         started = time.perf_counter()
-        means, finite = train_loop(iterator, tf.constant(num_steps))
-        loss, top1 = (float(v) for v in means.numpy())
+        with pipeline.naming_bad_records(info, "train"):
+            out = train_loop(iterator, tf.constant(num_steps))
+        loss, top1 = (float(v) for v in out["means"].numpy())
         elapsed = time.perf_counter() - started
-        if not (math.isfinite(loss) and bool(finite)):
-            raise FloatingPointError(
-                f"loss is {loss}{'' if finite else ' and weights are not finite'} in steps {step + 1}-{step + num_steps}: stopped; the newest checkpoint in "
-                f"{model_dir} (step {saver.last_saved}) is the last good one"
+        done = int(out["steps"])
+        if not (math.isfinite(loss) and bool(out["finite"])):
+            raise Diverged(
+                f"loss is {loss}{'' if out['finite'] else ' and weights are not finite'} in steps {step + 1}-"
+                f"{step + done}: stopped; the newest checkpoint in {model_dir} (step {saver.last_saved}) is the last "
+                f"good one"
             )
-        step += num_steps
+        step += done
         global_step.assign(step)
+        bad = int(out["bad_records"])
+        bad_in_epoch, bad_total = bad_in_epoch + bad, bad_total + bad
+        if bad:
+            logging.warning("skipped %d bad record(s) in steps %d-%d (%d this epoch, at most %d allowed)", bad,
+                            step - done + 1, step, bad_in_epoch, max_bad)
+            if bad_in_epoch > max_bad:
+                raise pipeline.BadRecords(
+                    f"{bad_in_epoch} bad records skipped in epoch {epoch + 1}, more than --max_bad_records={max_bad}: "
+                    f"the data set is damaged; write its shards again (mobilenet-convert), or raise --max_bad_records"
+                )
         logs = {"loss": loss, "top1": top1, "lr": float(optimizer.learning_rate),
-                "img_per_sec": num_steps * t.batch_size / elapsed}
+                "img_per_sec": done * t.batch_size / elapsed}
+        if cfg.data.skip_bad_records:
+            logs["bad_records"] = bad_total
+        if bool(out["stopped"]):
+            # Preempted: every worker stopped after this same step; save it and leave.
+            callbacks.on_train_batch_end((step - 1) % steps_per_epoch, logs)
+            path = saver.save()
+            callbacks.on_train_end(logs)
+            raise preemption.Preempted(signals.signal_name or "a signal on another worker", step, path)
         callbacks.on_train_batch_end((step - 1) % steps_per_epoch, logs)
         if t.log_steps and step % t.log_steps == 0:
             logging.info("epoch %d step %d/%d loss %.4f top1 %.4f lr %.6f %.1f img/s", epoch + 1, step, total_steps,
                          loss, top1, logs["lr"], logs["img_per_sec"])
         if step % steps_per_epoch == 0:
-            with averaged_weights(model, optimizer):
+            with averaged_weights(model, optimizer), pipeline.naming_bad_records(info, "validation"):
                 metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
             logs.update(val_top1=metrics["top1"], val_top5=metrics["top5"])
             callbacks.on_epoch_end(epoch, logs)
     callbacks.on_train_end(logs)
 
-    # 6. Final evaluation and export, with the averaged weights when the run keeps them.
+    # 7. Final evaluation and export, with the averaged weights when the run keeps them.
     with averaged_weights(model, optimizer):
-        metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
+        with pipeline.naming_bad_records(info, "validation"):
+            metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
         result = {"step": step, **metrics}
         logging.info("weights digest %s", weights_digest(model))
         if chief and t.export:
             result["export"] = export.export_saved_model(model, cfg, os.path.join(model_dir, "export"))
         if chief:
-            with open(os.path.join(model_dir, "metrics.json"), "w") as f:
-                json.dump(result, f)
+            rundir.write_atomic(os.path.join(model_dir, "metrics.json"), json.dumps(result))
     if chief:
         print(f"held-out top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['examples']} images)")
     return result
-
-
-if __name__ == "__main__":  # `python -m mobilenet_tf.train` is `mobilenet-train`
-    from mobilenet_tf.cli.train import run
-
-    run()

@@ -6,7 +6,8 @@
 #       --preset=mobilenet_v2_imagenet --dataset=tfrecord:/data/imagenet --model_dir=/shared/run
 # Or set TF_CONFIG yourself. A worker that dies ends the step for all: start them all again with
 # the same command and they resume from the chief's newest checkpoint. MAX_RESTARTS (default 0)
-# restarts this worker automatically after it was killed by a signal (preemption).
+# restarts this worker automatically after a preemption: exit status 75 (SIGTERM: the step was
+# checkpointed) or death by a signal (SIGKILL: it resumes from the newest checkpoint).
 set -euo pipefail
 if [[ -z "${TF_CONFIG:-}" ]]; then
   : "${WORKERS:?set WORKERS=host:port,host:port,... (or TF_CONFIG)}"
@@ -18,9 +19,9 @@ restarts=0
 while true; do
   status=0
   mobilenet-train --strategy=multi_worker "$@" || status=$?
-  if (( status <= 128 || restarts >= ${MAX_RESTARTS:-0} )); then
+  if (( (status != 75 && status <= 128) || restarts >= ${MAX_RESTARTS:-0} )); then
     exit "$status"
   fi
   restarts=$((restarts + 1))
-  echo "train_multi_worker.sh: worker ended by signal $((status - 128)); restart ${restarts}" >&2
+  echo "train_multi_worker.sh: worker preempted (exit status ${status}); restart ${restarts}" >&2
 done

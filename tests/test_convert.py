@@ -3,8 +3,6 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,15 +13,9 @@ from images import encode_bmp, encode_gif
 from imagenet_like import HAZARDS, TEXTS, VAL_LABELS, WNIDS
 from mobilenet_tf.data import convert, tfrecord
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARDS = {"train": 3, "validation": 2}
 GOOD_TRAIN = len(WNIDS) * imagenet_like.TRAIN_PER_CLASS + sum(reason is None for reason in HAZARDS.values())
-
-
-def run_convert(*args):
-    env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "mobilenet_tf.convert", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=600, cwd=REPO)
+from clis import run
 
 
 def read_records(path):
@@ -52,7 +44,7 @@ def converted(tree, tmp_path_factory):
     """The CLI as users run it, with two worker processes."""
     root, paths = tree
     out = tmp_path_factory.mktemp("imagenet_records")
-    result = run_convert(f"--input_dir={root}", f"--output_dir={out}",
+    result = run("convert", f"--input_dir={root}", f"--output_dir={out}",
                          f"--validation_labels={paths['validation_labels']}", f"--synset_words={paths['synset_words']}",
                          "--train_shards=3", "--validation_shards=2", "--num_workers=2")
     return out, result
@@ -246,7 +238,7 @@ def test_strict_stops_at_the_first_skip(tree, tmp_path):
         convert.write(convert.plan_imagenet(str(root), **paths), str(tmp_path / "a"), shards=SHARDS, strict=True)
     flat = tmp_path / "ILSVRC"
     imagenet_like.make_imagenet(flat, flat_val=False)
-    result = run_convert(f"--input_dir={flat}", f"--output_dir={tmp_path / 'b'}", "--strict", "--num_workers=1",
+    result = run("convert", f"--input_dir={flat}", f"--output_dir={tmp_path / 'b'}", "--strict", "--num_workers=1",
                          "--train_shards=2", "--validation_shards=1")
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
@@ -257,10 +249,10 @@ def test_strict_stops_at_the_first_skip(tree, tmp_path):
 
 def test_cli_errors_are_one_line(tree, tmp_path):
     root, _ = tree
-    result = run_convert(f"--output_dir={tmp_path}")
+    result = run("convert", f"--output_dir={tmp_path}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "mobilenet-convert: error: --input_dir is required"
-    result = run_convert(f"--input_dir={root}", f"--output_dir={tmp_path}")
+    result = run("convert", f"--input_dir={root}", f"--output_dir={tmp_path}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"mobilenet-convert: error: --input_dir={root}: val/ holds the images flat; give their labels with "
@@ -326,7 +318,7 @@ def test_folder_train_val_layout_from_the_cli(tmp_path):
     imagenet_like.make_folders(tmp_path / "data" / "val", counts=(2, 1), png=True)
     (tmp_path / "data" / "train" / "class_0" / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    result = run_convert("--source=folder", f"--input_dir={tmp_path / 'data'}", f"--output_dir={out}",
+    result = run("convert", "--source=folder", f"--input_dir={tmp_path / 'data'}", f"--output_dir={out}",
                          "--num_workers=1")
     assert result.returncode == 0, result.stderr[-2000:]
     info = tfrecord.read_info(str(out))
@@ -363,7 +355,7 @@ def test_nothing_converted_fails(tmp_path):
     (tmp_path / "data" / "a" / "x.jpg").write_bytes(b"")
     (tmp_path / "data" / "b").mkdir()
     (tmp_path / "data" / "b" / "y.jpg").write_bytes(b"GIF89a broken")
-    result = run_convert("--source=folder", f"--input_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}",
+    result = run("convert", "--source=folder", f"--input_dir={tmp_path / 'data'}", f"--output_dir={tmp_path / 'out'}",
                          "--validation_fraction=0", "--num_workers=1")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (

@@ -2,24 +2,15 @@
 models; and the int8 model's accuracy against float on the held-out digits."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short digits recipe that trains in about a minute on 2 cores and reaches ~0.95 held-out top-1:
 # enough for quantization to show (an undertrained model's int8 flips many more answers).
 EPOCHS, ALPHA = 20, 0.35
-
-
-def run_eval(*args, cache_dir, timeout=300):
-    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "mobilenet_tf.eval", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+import clis
 
 
 def metrics_of(result):
@@ -52,7 +43,7 @@ def run(tmp_path_factory, cache_dir):
 @pytest.fixture(scope="module")
 def checkpoint_metrics(run, cache_dir):
     model_dir, _ = run
-    return metrics_of(run_eval(f"--model_dir={model_dir}", cache_dir=cache_dir))
+    return metrics_of(clis.run("eval", f"--model_dir={model_dir}", cache_dir=cache_dir))
 
 
 def test_checkpoint_eval_is_the_training_evaluation(run, checkpoint_metrics):
@@ -65,9 +56,9 @@ def test_checkpoint_eval_is_the_training_evaluation(run, checkpoint_metrics):
 def test_saved_model_and_float_tflite_score_as_the_checkpoint(run, checkpoint_metrics, cache_dir):
     model_dir, _ = run
     # The SavedModel is scored through serving_default on the encoded images: TF Serving's path.
-    saved = metrics_of(run_eval(f"--saved_model={model_dir / 'export' / '1'}", "--dataset=digits",
+    saved = metrics_of(clis.run("eval", f"--saved_model={model_dir / 'export' / '1'}", "--dataset=digits",
                                 cache_dir=cache_dir))
-    tflite_float = metrics_of(run_eval(f"--tflite={model_dir / 'export' / 'tflite' / 'model_float32.tflite'}",
+    tflite_float = metrics_of(clis.run("eval", f"--tflite={model_dir / 'export' / 'tflite' / 'model_float32.tflite'}",
                                        cache_dir=cache_dir))
     for metrics in (saved, tflite_float):
         assert metrics["examples"] == 360
@@ -84,7 +75,7 @@ def test_int8_keeps_the_float_accuracy(run, cache_dir):
 
     model_dir, _ = run
     tflite_dir = model_dir / "export" / "tflite"
-    int8 = metrics_of(run_eval(f"--tflite={tflite_dir / 'model_int8.tflite'}", cache_dir=cache_dir))
+    int8 = metrics_of(clis.run("eval", f"--tflite={tflite_dir / 'model_int8.tflite'}", cache_dir=cache_dir))
     info = sources.resolve(DataConfig(dataset="digits", cache_dir=str(cache_dir)))
     encoded, labels = next(iter(
         tf.data.TFRecordDataset(info.files("validation")).map(tfrecord.parse).batch(1000).as_numpy_iterator()
@@ -107,7 +98,7 @@ def test_int8_keeps_the_float_accuracy(run, cache_dir):
 def test_bad_flags_fail_in_one_line(run, cache_dir, args, flag):
     model_dir, _ = run
     args = [arg.replace("SAVED", str(model_dir / "export" / "1")) for arg in args]
-    result = run_eval(*args, cache_dir=cache_dir)
+    result = clis.run("eval", *args, cache_dir=cache_dir)
     errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-eval: error:")]
     assert result.returncode == 1 and len(errors) == 1 and flag in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr

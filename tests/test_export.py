@@ -9,7 +9,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -17,22 +16,6 @@ import pytest
 import tensorflow as tf
 
 from images import encode_bmp, encode_gif
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(module, *args, cache_dir, timeout=600):
-    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
-
-
-def one_error_line(result, command):
-    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{command}: error:")]
-    assert result.returncode == 1 and len(errors) == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    return errors[0]
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
@@ -47,12 +30,14 @@ def run(tmp_path_factory, cache_dir):
     )
     train.train(cfg)
     return model_dir
+import clis
+from clis import REPO, one_error_line
 
 
 @pytest.fixture(scope="module")
 def exported(run, cache_dir):
     """`python -m mobilenet_tf.export` with every TFLite mode; train.train already wrote version 1."""
-    result = run_cli("mobilenet_tf.export", f"--model_dir={run}", "--tflite=float32,float16,dynamic,int8",
+    result = clis.run("export", f"--model_dir={run}", "--tflite=float32,float16,dynamic,int8",
                      "--representative_examples=100", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return run / "export", result
@@ -234,14 +219,14 @@ def test_tflite_models_take_pixels_and_match_the_saved_model(exported, served, c
 )
 def test_bad_flags_fail_in_one_line(exported, cache_dir, args, flag):
     export_dir, _ = exported
-    result = run_cli("mobilenet_tf.export", f"--model_dir={export_dir.parent}", *args, cache_dir=cache_dir)
-    assert flag in one_error_line(result, "mobilenet-export")
+    result = clis.run("export", f"--model_dir={export_dir.parent}", *args, cache_dir=cache_dir)
+    assert flag in one_error_line(result, "export")
     assert sorted(os.listdir(export_dir)) == ["1", "2", "tflite"]
 
 
 def test_missing_run_fails_in_one_line(tmp_path, cache_dir):
-    result = run_cli("mobilenet_tf.export", f"--checkpoint={tmp_path / 'ckpt-7'}", cache_dir=cache_dir)
-    assert "--checkpoint" in one_error_line(result, "mobilenet-export")
+    result = clis.run("export", f"--checkpoint={tmp_path / 'ckpt-7'}", cache_dir=cache_dir)
+    assert "--checkpoint" in one_error_line(result, "export")
 
 
 def readme_snippet(marker):

@@ -3,23 +3,12 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from images import encode_bmp
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(*args, cache_dir, timeout=300):
-    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "mobilenet_tf.predict", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
@@ -36,6 +25,7 @@ def run(tmp_path_factory, cache_dir):
     model, cfg = restore_model(str(model_dir))
     tflite.write_models(model, cfg, str(model_dir / "export"), ["float32"])
     return model_dir
+import clis
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +67,7 @@ def test_table_with_each_model_form_and_failures_reported(form, run, files):
     path = {"saved_model": run / "export" / "1", "tflite": run / "export" / "tflite" / "model_float32.tflite",
             "model_dir": run}[form]
     good, bad, missing = files
-    result = run_cli(f"--model={path}", good[0], bad, good[1], missing, good[2], cache_dir=run)
+    result = clis.run("predict", f"--model={path}", good[0], bad, good[1], missing, good[2], cache_dir=run)
     # Some files failed: exit 1, one error line each, and every other file still predicted.
     assert result.returncode == 1, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-predict: error:")]
@@ -95,7 +85,7 @@ def test_table_with_each_model_form_and_failures_reported(form, run, files):
 
 def test_json_lines_and_exit_status_0(run, files):
     good, bad, _ = files
-    result = run_cli(f"--model={run / 'export'}", "--json", "--top_k=3", *good, cache_dir=run)
+    result = clis.run("predict", f"--model={run / 'export'}", "--json", "--top_k=3", *good, cache_dir=run)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [line["file"] for line in lines] == good
@@ -104,7 +94,7 @@ def test_json_lines_and_exit_status_0(run, files):
         assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
         assert {p["class"] for p in line["predictions"]} <= {str(c) for c in range(10)}
     # A failure is a JSON line too.
-    result = run_cli(f"--model={run / 'export'}", "--json", bad, cache_dir=run)
+    result = clis.run("predict", f"--model={run / 'export'}", "--json", bad, cache_dir=run)
     assert result.returncode == 1
     (line,) = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert line["file"] == bad and line["error"].startswith("not an image")
@@ -123,7 +113,7 @@ def test_model_forms_are_recognized(run, tmp_path):
 
 
 def test_bad_model_fails_in_one_line(tmp_path, files):
-    result = run_cli(f"--model={tmp_path}", files[0][0], cache_dir=tmp_path)
+    result = clis.run("predict", f"--model={tmp_path}", files[0][0], cache_dir=tmp_path)
     errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-predict: error:")]
     assert result.returncode == 1 and len(errors) == 1 and "--model" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr

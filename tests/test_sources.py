@@ -2,8 +2,6 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,9 +13,9 @@ from mobilenet_tf import config, flags
 from mobilenet_tf.config import DataConfig
 from mobilenet_tf.data import pipeline, sources, tfrecord
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (32, 32)
 TFDS_NAME = "mobilenet_tf_test_shapes"
+from clis import run
 
 
 def labels_of(info, split="validation", data=None):
@@ -195,29 +193,23 @@ def test_tfds_errors(tfds_dir):
     assert "ILSVRC2012_img_train.tar" in problem
 
 
-def run_train(*args, cache_dir):
-    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "mobilenet_tf.train", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=900, cwd=REPO)
-
-
 @pytest.mark.slow
 def test_train_cli_on_tfds_and_folder(tfds_dir, tmp_path):
     """`mobilenet-train --dataset=tfds:NAME` in a fresh process (the builder is read from its files),
     and `--dataset=folder:DIR`, each one short epoch with evaluation and export."""
     common = ["--epochs=1", "--batch_size=8", "--image_size=32", "--alpha=0.35", "--log_steps=0"]
-    result = run_train(f"--dataset=tfds:{TFDS_NAME}", f"--tfds_data_dir={tfds_dir}", f"--model_dir={tmp_path / 'a'}",
+    result = run("train", f"--dataset=tfds:{TFDS_NAME}", f"--tfds_data_dir={tfds_dir}", f"--model_dir={tmp_path / 'a'}",
                        *common, cache_dir=tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"held-out top-1 [0-9.]+\s+top-5 [0-9.]+\s+\(9 images\)", result.stdout), result.stdout
     assert (tmp_path / "a" / "export" / "1" / "assets" / "labels.txt").read_text().split() == ["circle", "square",
                                                                                                 "triangle"]
     imagenet_like.make_folders(tmp_path / "flowers", counts=(12, 8))
-    result = run_train(f"--dataset=folder:{tmp_path / 'flowers'}", "--validation_fraction=0.25",
+    result = run("train", f"--dataset=folder:{tmp_path / 'flowers'}", "--validation_fraction=0.25",
                        f"--model_dir={tmp_path / 'b'}", *common, cache_dir=tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"\(5 images\)", result.stdout), result.stdout
-    result = run_train("--dataset=tfds:no_such_set_xyz", f"--tfds_data_dir={tfds_dir}", *common,
+    result = run("train", "--dataset=tfds:no_such_set_xyz", f"--tfds_data_dir={tfds_dir}", *common,
                        cache_dir=tmp_path / "cache")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,22 +11,14 @@ import tensorflow as tf
 
 from images import encode_bmp, encode_gif
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_cli(module, *args, cache_dir, timeout=900, **extra_env):
-    env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO, **extra_env)
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
-
-
 @pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory, cache_dir):
     """One short epoch of the default (digits) run."""
     model_dir = tmp_path_factory.mktemp("run")
-    result = run_cli("mobilenet_tf.train", "--epochs=1", f"--model_dir={model_dir}", cache_dir=cache_dir)
+    result = run("train", "--epochs=1", f"--model_dir={model_dir}", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir, result
+from clis import env_for, run
 
 
 def digit_png(cache_dir, split_folder="val", label="3"):
@@ -106,7 +97,7 @@ def test_bad_bytes_are_rejected_and_serving_continues(served, cache_dir):
 def test_resumes_from_checkpoint(one_epoch, cache_dir, tmp_path):
     """Started again with more epochs, the run continues from the saved step, and exports version 2."""
     model_dir, _ = one_epoch
-    result = run_cli("mobilenet_tf.train", "--epochs=2", f"--model_dir={model_dir}", cache_dir=cache_dir)
+    result = run("train", "--epochs=2", f"--model_dir={model_dir}", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "starting at step 44" in result.stderr
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-88")
@@ -129,7 +120,7 @@ def test_resumes_from_checkpoint(one_epoch, cache_dir, tmp_path):
 def test_bad_flags_fail_in_one_line(flag, message, cache_dir, tmp_path):
     flag, _, tf_config = flag.partition(" TF_CONFIG=")
     env = {"TF_CONFIG": tf_config} if tf_config else {}
-    result = run_cli("mobilenet_tf.train", flag, f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, **env)
+    result = run("train", flag, f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, env=env_for(cache_dir, **env))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-train: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -20,36 +19,7 @@ from mobilenet_tf.checkpoint import restore_model
 from mobilenet_tf.models import build_model
 from mobilenet_tf.models.pretrained import load_pretrained
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A small, quick run: V2-0.35 at 32x32 on digits, 2 epochs of 44 steps, dropout on.
-TINY = ["--alpha=0.35", "--epochs=2", "--batch_size=32", "--dropout=0.2", "--log_steps=4"]
-
-
-def env_for(cache_dir, **extra):
-    return dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir), PYTHONPATH=REPO, **extra)
-
-
-def train_cmd(model_dir, *flags):
-    return [sys.executable, "-m", "mobilenet_tf.train", *TINY, f"--model_dir={model_dir}", *flags]
-
-
-def checkpoint_tensors(path):
-    """Every tensor of a checkpoint but the save counter (which counts saves, not training)."""
-    reader = tf.train.load_checkpoint(path)
-    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-            if "save_counter" not in key and key != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-
-
-def run_until(cmd, env, pattern, extra_delay=0.0):
-    """Start `cmd`, SIGKILL it once `pattern` appears on stderr (plus `extra_delay` seconds)."""
-    process = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        if pattern in line:
-            time.sleep(extra_delay)
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return process.returncode
+from clis import REPO, TINY, checkpoint_tensors, cli, env_for, run_until, train_cmd
 
 
 @pytest.mark.slow
@@ -64,8 +34,8 @@ def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir):
 
     resumed = tmp_path / "resumed"
     # Killed mid-epoch between checkpoints, then at a random moment (possibly mid-save) later on.
-    assert run_until(train_cmd(resumed, *flags), env, "step 20/88") == -signal.SIGKILL
-    assert run_until(train_cmd(resumed, *flags), env, "step 52/88", random.uniform(0, 1.5)) == -signal.SIGKILL
+    assert run_until(train_cmd(resumed, *flags), env, "step 20/88")[0] == -signal.SIGKILL
+    assert run_until(train_cmd(resumed, *flags), env, "step 52/88", random.uniform(0, 1.5))[0] == -signal.SIGKILL
     finished = subprocess.run(train_cmd(resumed, *flags), env=env, cwd=REPO, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "starting at step 0" not in finished.stderr
@@ -162,7 +132,7 @@ for name, strategy in strategies.items():
         optimizer.build(model.trainable_variables)
     data = strategy.distribute_datasets_from_function(lambda ctx: pipeline.build_dataset(
         info, cfg.data, split="train", global_batch_size=32, image_size=(32, 32), training=True, input_context=ctx))
-    means, _ = train.make_train_loop(strategy, model, optimizer, cfg)(iter(data), tf.constant(1))
+    means = train.make_train_loop(strategy, model, optimizer, cfg)(iter(data), tf.constant(1))["means"]
     result["steps"][name] = {"loss": float(means[0]), "weights": [w.tolist() for w in model.get_weights()]}
 result["initial"] = [w.tolist() for w in initial]
 print("RESULT", json.dumps(result))
@@ -281,7 +251,7 @@ def test_pretrained_weight_file_loads_and_new_head(tmp_path):
 
 
 def test_pretrained_flag_refuses_width_without_weights(tmp_path, cache_dir):
-    cmd = [sys.executable, "-m", "mobilenet_tf.train", "--alpha=0.6", "--pretrained=imagenet",
+    cmd = [*cli("train"), "--alpha=0.6", "--pretrained=imagenet",
            f"--model_dir={tmp_path / 'run'}"]
     result = subprocess.run(cmd, env=env_for(cache_dir), cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1
@@ -362,7 +332,7 @@ def test_xla_step_equals_the_plain_step(precision, loss_rtol, update_rtol):
             loop = train.make_train_loop(strategy, model, optimizer, cfg, jit_compile=jit)
             graph = loop.get_concrete_function(iter(data), tf.constant(1)).graph
             assert ("_XlaMustCompile" in str(graph.as_graph_def())) == jit
-            means, _ = loop(iter(data), tf.constant(1))
+            means = loop(iter(data), tf.constant(1))["means"]
             results.append((float(means[0]), model.get_weights()))
     finally:
         keras.config.set_dtype_policy("float32")

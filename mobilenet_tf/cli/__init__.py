@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -29,6 +30,25 @@ def fail(command: str, message: str) -> None:
     """End the program with one line on stderr and exit status 1."""
     sys.stderr.write(f"{command}: error: {message}\n")
     sys.exit(1)
+
+
+@contextlib.contextmanager
+def one_line_errors(command: str):
+    """Inside, an error written for the user (`errors.UserError`) or a write the file system refused
+    (full disk, I/O error) ends the program with one line and exit status 1, never a traceback."""
+    import tensorflow as tf
+
+    from mobilenet_tf import errors
+
+    try:
+        yield
+    except errors.UserError as error:
+        fail(command, str(error))
+    except (OSError, tf.errors.OpError) as error:
+        reason = errors.write_failure(error)
+        if reason is None:
+            raise
+        fail(command, f"cannot write {reason}; free space (or fix the disk) and run the same command again")
 
 
 def run_app(main, flags_module: str) -> None:

@@ -92,7 +92,7 @@ def main(argv):
     _check_flags()
     from mobilenet_tf.data import convert
 
-    try:
+    with cli.one_line_errors(COMMAND):
         if FLAGS.source == "imagenet":
             plan = convert.plan_imagenet(FLAGS.input_dir, validation_labels=FLAGS.validation_labels,
                                          synset_words=FLAGS.synset_words, seed=FLAGS.seed)
@@ -101,6 +101,9 @@ def main(argv):
             plan = convert.plan_folder(FLAGS.input_dir, validation_fraction=FLAGS.validation_fraction,
                                        seed=FLAGS.seed)
             shards = {}
+            warning = convert.empty_class_warning(plan, FLAGS.input_dir)
+            if warning:
+                sys.stderr.write(f"{COMMAND}: warning: {warning}\n")
         for split, flag in (("train", FLAGS.train_shards), ("validation", FLAGS.validation_shards)):
             if flag is not None:
                 shards[split] = flag
@@ -110,8 +113,6 @@ def main(argv):
                          f"{FLAGS.output_dir} with {num_workers} worker(s)\n")
         info = convert.write(plan, FLAGS.output_dir, shards=shards, num_workers=num_workers, strict=FLAGS.strict,
                              progress=ProgressBar())
-    except convert.ConvertError as error:
-        cli.fail(COMMAND, str(error))
     for skip in info.skipped[:20]:
         sys.stderr.write(f"skipped {skip['file']}: {skip['reason']}\n")
     if len(info.skipped) > 20:

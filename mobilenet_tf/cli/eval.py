@@ -33,20 +33,21 @@ def main(argv):
     from mobilenet_tf.data import sources
 
     cli.show_progress_logs()
-    info = sources.resolve(data)
-    if kind == "checkpoint":
-        # The training loop's own evaluation, on the run's preprocessing.
-        model, cfg = restore_model(path, ema=FLAGS.ema)
-        classes = cfg.model.num_classes
-        cfg = config.replace(cfg, data={"dataset": data.dataset, "cache_dir": data.cache_dir},
-                             train={"batch_size": FLAGS.batch_size or cfg.train.batch_size})
-        check_classes(classes, info, data.dataset)
-        strategy = distribute.get_strategy("auto")
-        metrics = evaluate.evaluate(strategy, model, evaluate.eval_dataset(strategy, info, cfg))
-    else:
-        classifier = predict.load(path)
-        check_classes(len(classifier.class_names), info, data.dataset)
-        metrics = predict.evaluate(classifier, info, batch_size=FLAGS.batch_size or 64)
+    with cli.one_line_errors(COMMAND):
+        info = sources.resolve(data)
+        if kind == "checkpoint":
+            # The training loop's own evaluation, on the run's preprocessing.
+            model, cfg = restore_model(path, ema=FLAGS.ema)
+            classes = cfg.model.num_classes
+            cfg = config.replace(cfg, data={"dataset": data.dataset, "cache_dir": data.cache_dir},
+                                 train={"batch_size": FLAGS.batch_size or cfg.train.batch_size})
+            check_classes(classes, info, data.dataset)
+            strategy = distribute.get_strategy("auto")
+            metrics = evaluate.evaluate(strategy, model, evaluate.eval_dataset(strategy, info, cfg))
+        else:
+            classifier = predict.load(path)
+            check_classes(len(classifier.class_names), info, data.dataset)
+            metrics = predict.evaluate(classifier, info, batch_size=FLAGS.batch_size or 64)
     print(json.dumps(metrics), flush=True)
 
 

@@ -30,17 +30,18 @@ def main(argv):
     from mobilenet_tf.data import sources
 
     cli.show_progress_logs()
-    model, _ = restore_model(model_dir, checkpoint_path, ema=flags.FLAGS.ema)
-    path = export.export_saved_model(model, cfg, cfg.export.export_dir, version)
-    print(f"SavedModel {path}", flush=True)
-    if cfg.export.tflite:
-        representative = None
-        if "int8" in cfg.export.tflite:
-            info = sources.resolve(cfg.data)
-            representative = tflite.representative_pixels(info, cfg, cfg.export.representative_examples)
-        for mode, tflite_path in tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
-                                                     representative).items():
-            print(f"TFLite {mode} {tflite_path}", flush=True)
+    with cli.one_line_errors(COMMAND):
+        model, _ = restore_model(model_dir, checkpoint_path, ema=flags.FLAGS.ema)
+        path = export.export_saved_model(model, cfg, cfg.export.export_dir, version)
+        print(f"SavedModel {path}", flush=True)
+        if cfg.export.tflite:
+            representative = None
+            if "int8" in cfg.export.tflite:
+                info = sources.resolve(cfg.data)
+                representative = tflite.representative_pixels(info, cfg, cfg.export.representative_examples)
+            for mode, tflite_path in tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
+                                                         representative).items():
+                print(f"TFLite {mode} {tflite_path}", flush=True)
 
 
 def run():

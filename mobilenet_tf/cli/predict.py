@@ -31,10 +31,11 @@ def main(argv):
         cli.fail(COMMAND, str(error))
     import tensorflow as tf
 
-    from mobilenet_tf import predict
+    from mobilenet_tf import errors, predict
 
     cli.show_progress_logs()
-    classifier = predict.load(path, ema=FLAGS.ema)
+    with cli.one_line_errors(COMMAND):
+        classifier = predict.load(path, ema=FLAGS.ema)
     k = min(FLAGS.top_k, len(classifier.class_names))
     width = max(len(f) for f in files)
     name_width = min(max(len("class"), *(len(name) for name in classifier.class_names)), 40)
@@ -48,7 +49,7 @@ def main(argv):
             (top,) = predict.top_k(classifier.predict([encoded]), classifier.class_names, k)
         except (OSError, tf.errors.InvalidArgumentError) as error:
             failed += 1
-            message = error.strerror if isinstance(error, OSError) and error.strerror else predict.error_message(error)
+            message = error.strerror if isinstance(error, OSError) and error.strerror else errors.tf_message(error)
             if FLAGS.json:
                 print(json.dumps({"file": file, "error": message}), flush=True)
             else:

@@ -32,12 +32,13 @@ import math
 import multiprocessing
 import multiprocessing.pool
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf.data import convert_worker, tfrecord
+from mobilenet_tf.errors import UserError, tf_message
+from mobilenet_tf.rundir import write_atomic
 
 FORMAT_VERSION = 1  # bump when the bytes written for the same input change
 JPEG_QUALITY = 95
@@ -46,7 +47,7 @@ IMAGENET_SHARDS = {"train": 1024, "validation": 128}
 VALIDATION_FOLDERS = ("val", "validation")
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError, ValueError):
     """Inputs that cannot be converted; the message names the flag or the file."""
 
 
@@ -75,6 +76,7 @@ class Plan:
     splits: dict  # split -> tuple[Item, ...]
     lossless: bool = False  # re-encode lossless inputs as PNG rather than JPEG
     skipped: tuple = ()  # files dropped while planning: ({"file": ..., "reason": ...}, ...)
+    empty_classes: tuple[str, ...] = ()  # class folders without a file for training: see `empty_class_warning`
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -244,7 +246,20 @@ def plan_folder(input_dir: str, *, validation_fraction: float = 0.2, seed: int =
             splits["validation"] = _shuffled(validation, seed, "validation")
     if not any(splits.values()):
         raise ConvertError(f"--input_dir={input_dir}: the class folders hold no files")
-    return Plan(name=name, synsets=tuple(classes), texts=("",) * len(classes), splits=splits, lossless=True)
+    trained = {item.label for item in splits["train"]}
+    empty = tuple(cls for c, cls in enumerate(classes) if c not in trained)
+    return Plan(name=name, synsets=tuple(classes), texts=("",) * len(classes), splits=splits, lossless=True,
+                empty_classes=empty)
+
+
+def empty_class_warning(plan: Plan, input_dir: str) -> str | None:
+    """A line naming the class folders that give no training file (they still take a label), or None."""
+    if not plan.empty_classes:
+        return None
+    names = ", ".join(plan.empty_classes[:10]) + (f" and {len(plan.empty_classes) - 10} more"
+                                                   if len(plan.empty_classes) > 10 else "")
+    return (f"{input_dir}: {len(plan.empty_classes)} class folder(s) without training files: {names}; each is still "
+            f"a class of the model, which no example teaches: add images or remove the folder")
 
 
 def auto_shards(num_examples: int) -> int:
@@ -301,11 +316,6 @@ def _is_truncated(kind: str, data: bytes) -> bool:
     return False
 
 
-def _tf_message(error: tf.errors.OpError) -> str:
-    message = re.sub(r"\{\{[^}]*\}\}\s*", "", error.message.strip().splitlines()[0])
-    return re.sub(r"\s*\[Op:\w+\]$", "", message).strip()
-
-
 def encode_image(data: bytes, lossless: bool = False) -> tuple[bytes, str, int, int]:
     """(RGB image bytes, "JPEG" or "PNG", height, width) of a file's bytes; raises SkipImage.
 
@@ -328,7 +338,7 @@ def encode_image(data: bytes, lossless: bool = False) -> tuple[bytes, str, int, 
         else:
             pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.InvalidArgumentError as error:
-        message = _tf_message(error)
+        message = tf_message(error)
         if kind == "image" and "Unknown image file format" in message:
             raise SkipImage("not an image") from None
         if _is_truncated(kind, data):
@@ -396,10 +406,7 @@ def _write_shard(task: _Task) -> dict:
 
     tfrecord.write_shard(task.path, records())
     state = {"fingerprint": task.fingerprint, "count": len(task.items) - len(skipped), "skipped": skipped}
-    tmp = f"{task.state_path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(state, f)
-    os.replace(tmp, task.state_path)
+    write_atomic(task.state_path, json.dumps(state))
     return state
 
 
@@ -501,22 +508,35 @@ def _run(tasks: list[_Task], num_workers: int, progress, done: int, total: int) 
     else:
         pool = multiprocessing.pool.ThreadPool(1, initializer=init_worker, initargs=(counter,))
     states = {}
-    with pool:  # leaving it terminates the workers, also on an error
-        pending = [(os.path.basename(t.path), pool.apply_async(_write_shard, (t,))) for t in tasks]
-        while pending:
-            pending[0][1].wait(0.5)
-            still = []
-            for name, result in pending:
-                if result.ready():
-                    states[name] = result.get()  # re-raises a worker's error
-                else:
-                    still.append((name, result))
-            pending = still
-            if progress:
-                progress(done + counter.value, total)
-        pool.close()
-        pool.join()
+    try:
+        with pool:  # leaving it terminates the workers, also on an error
+            _collect(pool, tasks, states, counter, progress, done, total)
+    except BaseException:
+        # Workers stopped mid-shard leave their temporary files: remove them (a full disk needs the room).
+        for task in tasks:
+            for tmp in glob.glob(f"{glob.escape(task.path)}.tmp-*"):
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+        raise
     return states
+
+
+def _collect(pool, tasks: list[_Task], states: dict, counter, progress, done: int, total: int) -> None:
+    """Start the tasks on `pool` and gather their states into `states` as they finish."""
+    pending = [(os.path.basename(t.path), pool.apply_async(_write_shard, (t,))) for t in tasks]
+    while pending:
+        pending[0][1].wait(0.5)
+        still = []
+        for name, result in pending:
+            if result.ready():
+                states[name] = result.get()  # re-raises a worker's error
+            else:
+                still.append((name, result))
+        pending = still
+        if progress:
+            progress(done + counter.value, total)
+    pool.close()
+    pool.join()
 
 
 def default_num_workers() -> int:

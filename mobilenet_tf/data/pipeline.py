@@ -4,18 +4,36 @@ Training data order is a pure function of (seed, epoch): file order and the shuf
 seeded per epoch, and each example's augmentation is seeded by (seed, epoch, its position). A
 resumed run therefore replays exactly the batches an uninterrupted run would have seen, by
 skipping the consumed examples before anything is decoded.
+
+Bad records (a shard with a bad checksum or cut short, an image that does not decode) stop a run:
+`naming_bad_records` turns the input's error into `BadRecords` naming the shard and record. With
+`DataConfig.skip_bad_records` they are dropped instead: a shard that cannot be read further ends
+there, an example that fails to decode is left out, and each training batch carries how many were
+dropped for it (up to `max_bad_records` per epoch). Dropping is paid only by runs that ask for it:
+the ordinary pipeline has no extra stage. A resumed run that had skipped records earlier in the
+same epoch continues at the same raw position, so it is no longer bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import tensorflow as tf
+from absl import logging
 
 from mobilenet_tf.config import DataConfig
 from mobilenet_tf.data import augment, preprocess, tfrecord
+from mobilenet_tf.errors import UserError, tf_message
 
 AUTOTUNE = tf.data.AUTOTUNE
+# A TFRecord's framing around its data: length (8 bytes) and two CRCs (4 each).
+RECORD_OVERHEAD = 16
+
+
+class BadRecords(UserError, ValueError):
+    """Training data that cannot be read or decoded; the message names the shard (and record)."""
 
 
 def epoch_seed(seed: int | tf.Tensor, epoch: int | tf.Tensor) -> tf.Tensor:
@@ -50,11 +68,42 @@ def per_replica_batch_size(global_batch_size: int, input_context: tf.distribute.
     return input_context.get_per_replica_batch_size(global_batch_size)
 
 
+def max_bad_records(data: DataConfig, info: tfrecord.DatasetInfo) -> int:
+    """--max_bad_records, by default 0.1% of an epoch's training examples (at least 1)."""
+    if data.max_bad_records is not None:
+        return data.max_bad_records
+    return max(1, math.ceil(0.001 * info.counts["train"]))
+
+
+def _file_sizes(files) -> tf.Tensor:
+    return tf.constant([tf.io.gfile.stat(path).length for path in files], tf.int64)
+
+
+def _guarded_records(path: tf.Tensor, size: tf.Tensor) -> tf.data.Dataset:
+    """The records of one file; where a record cannot be read (bad checksum, file cut short) the
+    file ends, with one empty record in its place that fails to parse downstream and is counted
+    there as a bad record."""
+    records = tf.data.TFRecordDataset(path).map(lambda record: (record, False)).ignore_errors()
+    records = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+
+    def account(read, element):
+        record, end = element
+        # The end marker is kept only when the bytes read fall short of the file: a read failed.
+        keep = tf.logical_or(tf.logical_not(end), tf.not_equal(read, size))
+        read += tf.cast(tf.strings.length(record), tf.int64) + RECORD_OVERHEAD
+        return read, (record, keep)
+
+    records = records.scan(tf.constant(0, tf.int64), account)
+    return records.filter(lambda record, keep: keep).map(lambda record, keep: record)
+
+
 def _records(files: list[str], data: DataConfig, input_context, shuffle_seed=None) -> tf.data.Dataset:
-    """(encoded, label) pairs of this input pipeline's share of `files`."""
+    """Encoded records of this input pipeline's share of `files` (guarded: see `_guarded_records`,
+    with `data.skip_bad_records`)."""
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    guarded = data.skip_bad_records
+    ds = tf.data.Dataset.from_tensor_slices((files, _file_sizes(files)) if guarded else files)
     # Shard by file when there are enough files (no worker reads what it drops), else by record.
     by_file = len(files) >= num_pipelines
     if by_file and num_pipelines > 1:
@@ -62,7 +111,7 @@ def _records(files: list[str], data: DataConfig, input_context, shuffle_seed=Non
     if shuffle_seed is not None:
         ds = ds.shuffle(len(files), seed=shuffle_seed)
     ds = ds.interleave(
-        tf.data.TFRecordDataset,
+        _guarded_records if guarded else tf.data.TFRecordDataset,
         cycle_length=min(len(files), 16),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
@@ -81,9 +130,13 @@ def _eval_dataset(info, data, split, parse, image_size, batch_size, replicas_per
     each pipeline's share is known from the split's count; `evaluate` ignores labels < 0.
     """
     num_pipelines = input_context.num_input_pipelines if input_context else 1
-    ds = tf.data.Dataset.from_tensor_slices(info.files(split)).interleave(
-        tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True
-    )
+    files = info.files(split)
+    if data.skip_bad_records:
+        ds = tf.data.Dataset.from_tensor_slices((files, _file_sizes(files))).interleave(
+            _guarded_records, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
     if num_pipelines > 1:
         ds = ds.shard(num_pipelines, input_context.input_pipeline_id)
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
@@ -93,6 +146,8 @@ def _eval_dataset(info, data, split, parse, image_size, batch_size, replicas_per
         lambda encoded, label: (preprocess.eval_image(encoded, image_size, data.eval_crop_fraction), label),
         num_parallel_calls=AUTOTUNE,
     )
+    if data.skip_bad_records:  # the padding below fills in for dropped examples (label -1: not counted)
+        ds = ds.ignore_errors()
     unit = batch_size * replicas_per_pipeline
     share = -(-info.counts[split] // num_pipelines)
     padding = tf.data.Dataset.from_tensors((tf.zeros([*image_size, 3]), tf.constant(-1, tf.int32))).repeat()
@@ -132,7 +187,16 @@ def build_dataset(
     if not training:
         return _eval_dataset(info, data, split, parse, image_size, batch_size, replicas_per_pipeline, input_context)
     examples_per_epoch = steps_per_epoch(info.counts[split], global_batch_size) * batch_size * replicas_per_pipeline
+    skip_examples = skip_steps * batch_size * replicas_per_pipeline
     cached = _records(files, data, input_context).cache() if data.cache else None
+    mix = bool(data.mixup_alpha or data.cutmix_alpha)
+
+    def example(record, example_seed):
+        # Records are shuffled raw and parsed here, in the same parallel map as the decode: one
+        # stage less per example than parsing before the shuffle, and the same order.
+        encoded, label = parse(record)
+        image = preprocess.train_image(encoded, example_seed, image_size, data)
+        return (image, label, example_seed) if mix else (image, label)
 
     def one_epoch(epoch):
         with _tensor_seeds_allowed():
@@ -143,28 +207,107 @@ def build_dataset(
         ds = cached if cached is not None else _records(files, data, input_context, shuffle_seed=eseed)
         # repeat + take: a pipeline whose shards hold fewer examples wraps around, so all
         # pipelines yield the same number of batches (a multi-worker step needs every worker).
-        ds = ds.shuffle(data.shuffle_buffer, seed=eseed).repeat().take(examples_per_epoch)
-        return ds.enumerate().map(lambda i, record: (record, tf.stack([eseed, i])))
-
-    mix = bool(data.mixup_alpha or data.cutmix_alpha)
-
-    def example(record, example_seed):
-        # Records are shuffled raw and parsed here, in the same parallel map as the decode: one
-        # stage less per example than parsing before the shuffle, and the same order.
-        encoded, label = parse(record)
-        image = preprocess.train_image(encoded, example_seed, image_size, data)
-        return (image, label, example_seed) if mix else (image, label)
+        ds = ds.shuffle(data.shuffle_buffer, seed=eseed).repeat()
+        if not data.skip_bad_records:
+            ds = ds.take(examples_per_epoch).enumerate()
+            return ds.map(lambda i, record: (record, tf.stack([eseed, i])))
+        # Dropping examples that fail: the epoch takes as many good ones as it needs, and the gaps
+        # in the positions of those that pass count the dropped ones.
+        first = tf.where(tf.equal(epoch, epochs[0]), tf.constant(skip_examples, tf.int64), 0)
+        ds = ds.enumerate().skip(first)
+        ds = ds.map(lambda i, record: (*example(record, tf.stack([eseed, i])), i), num_parallel_calls=AUTOTUNE)
+        ds = ds.ignore_errors().scan(first - 1, lambda last, e: (e[-1], (*e[:-1], e[-1] - last - 1)))
+        return ds.take(examples_per_epoch - first)
 
     ds = tf.data.Dataset.range(epochs[0], epochs[1]).flat_map(one_epoch)
-    ds = ds.skip(skip_steps * batch_size * replicas_per_pipeline)
-    ds = ds.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    if not data.skip_bad_records:
+        ds = ds.skip(skip_examples)
+        ds = ds.map(example, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if data.skip_bad_records:  # per batch: the number of examples dropped for it
+        ds = ds.map(lambda *batch: (*batch[:-1], tf.reduce_sum(batch[-1])))
     if mix:
         # Labels become soft [batch, num_classes]. The batch's seed is its first example's: unique,
         # and replayed by a resumed run like the crops.
         ds = ds.map(
-            lambda images, labels, seeds: augment.mix_batch(
+            lambda images, labels, seeds, *bad: (augment.mix_batch(
                 images, labels, seeds[0], num_classes or info.num_classes, data.mixup_alpha, data.cutmix_alpha
-            ),
+            ) + tuple(bad)),
             num_parallel_calls=AUTOTUNE,
         )
     return ds.prefetch(AUTOTUNE)
+
+
+def locate_bad_record(info: tfrecord.DatasetInfo, split: str, decode: bool = True) -> tuple[str, int, str] | None:
+    """(file, record index in it, reason) of the first record of `split` that cannot be read (or,
+    with `decode`, parsed and decoded), or None.
+
+    Every file is read once, several in parallel; with `decode` every image is decoded too, which
+    on an ImageNet-sized split takes an epoch's decoding.
+    """
+    files = info.files(split)
+    sizes = _file_sizes(files)
+
+    def check(index, record):
+        encoded, _ = tfrecord.parse(record, info.label_offset, info.keys)
+        # The image's shape is an output, so the decode cannot be pruned away.
+        return index, record, tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))
+
+    def scan_file(path, size):
+        # (index of the first record that fails, bytes of the records that pass): a read error
+        # ends the file there, a decode error leaves a gap at its index; either way the bytes fall
+        # short of the file's size.
+        records = tf.data.TFRecordDataset(path).enumerate()
+        if decode:
+            records = records.map(check)
+        records = records.ignore_errors()
+
+        def step(state, element):
+            expected, read = state
+            index, record = element[:2]
+            expected = tf.where(tf.equal(index, expected), expected + 1, expected)
+            return expected, read + tf.cast(tf.strings.length(record), tf.int64) + RECORD_OVERHEAD
+
+        expected, read = records.reduce((tf.constant(0, tf.int64), tf.constant(0, tf.int64)), step)
+        return path, expected, tf.not_equal(read, size)
+
+    scans = tf.data.Dataset.from_tensor_slices((files, sizes)).map(
+        scan_file, num_parallel_calls=AUTOTUNE, deterministic=True)
+    for path, index, bad in scans.as_numpy_iterator():
+        if bad:
+            path, index = path.decode(), int(index)
+            return path, index, _bad_record_reason(info, path, index)
+    return None
+
+
+def _bad_record_reason(info: tfrecord.DatasetInfo, path: str, index: int) -> str:
+    try:
+        records = list(tf.data.TFRecordDataset(path).skip(index).take(1).as_numpy_iterator())
+    except tf.errors.OpError as error:
+        return f"unreadable ({tf_message(error)})"
+    if not records:
+        return "the file ends inside it (truncated)"
+    try:
+        encoded, _ = tfrecord.parse(tf.constant(records[0]), info.label_offset, info.keys)
+        tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    except tf.errors.OpError as error:
+        return f"its image does not decode ({tf_message(error)})"
+    return "unreadable"
+
+
+@contextlib.contextmanager
+def naming_bad_records(info: tfrecord.DatasetInfo, split: str):
+    """Inside, a read or decode error of the input pipeline becomes BadRecords naming the shard
+    and the record (found by `locate_bad_record`), instead of TensorFlow's message."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        if "IteratorGetNext" not in str(error):
+            raise
+        logging.warning("a record of %s failed (%s): looking for it", split, tf_message(error))
+        found = locate_bad_record(info, split, decode=not isinstance(error, tf.errors.DataLossError))
+        hint = "write the shard again (mobilenet-convert), or pass --skip_bad_records to skip such records"
+        if found is None:
+            raise BadRecords(f"a {split} record failed ({tf_message(error)}); {hint}") from None
+        path, index, reason = found
+        raise BadRecords(f"{path}: record {index}: {reason}; {hint}") from None

@@ -23,14 +23,12 @@ from absl import logging
 
 from mobilenet_tf.config import DataConfig, default_cache_dir
 from mobilenet_tf.data import convert, digits, tfds_source, tfrecord
+from mobilenet_tf.data.tfrecord import SourceError
+from mobilenet_tf.rundir import write_atomic
 
 KINDS = ("digits", "tfrecord", "folder", "tfds")
 # Folders with fewer files are converted in this process: starting worker processes costs more.
 SMALL_FOLDER = 2000
-
-
-class SourceError(ValueError):
-    """A data set that cannot be read as given; the message says why and which flag fixes it."""
 
 
 def check_spec(spec: str, data: DataConfig | None = None) -> str | None:
@@ -113,10 +111,7 @@ def _classic_info(data_dir: str, data: DataConfig) -> tfrecord.DatasetInfo:
                 for label, names in labels.items():
                     scan["labels"].setdefault(str(label), names)
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        tmp = f"{cache}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(scan, f)
-        os.replace(tmp, cache)
+        write_atomic(cache, json.dumps(scan))
     labels = sorted(int(label) for label in scan["labels"])
     offset, low, high = data.label_offset, labels[0], labels[-1]
     if offset is None:
@@ -141,6 +136,9 @@ def _classic_info(data_dir: str, data: DataConfig) -> tfrecord.DatasetInfo:
 def _folder_info(root: str, data: DataConfig, cache_dir: str) -> tfrecord.DatasetInfo:
     """Convert the class folders under `root` into the cache (only the shards that changed)."""
     plan = convert.plan_folder(root, validation_fraction=data.validation_fraction, seed=data.split_seed)
+    warning = convert.empty_class_warning(plan, root)
+    if warning:
+        logging.warning("%s", warning)
     output_dir = os.path.join(cache_dir, "folders", f"{plan.name}-"
                               f"{_digest([os.path.abspath(root), data.validation_fraction, data.split_seed])}")
     total = sum(len(items) for items in plan.splits.values())

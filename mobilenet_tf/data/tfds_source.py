@@ -81,7 +81,16 @@ def resolve(arg: str, data_dir: str) -> tfrecord.DatasetInfo:
     """The DatasetInfo of `tfds:arg` (prepared first if need be), reading TFDS's record files."""
     builder = _builder(arg, data_dir)
     if not builder.is_prepared():
-        builder.download_and_prepare()
+        try:
+            builder.download_and_prepare()
+        except OSError as error:  # requests' ConnectionError and the file system's errors
+            where = f"--tfds_data_dir={data_dir}" if data_dir else "TFDS's default data directory"
+            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise tfrecord.SourceError(
+                f"--dataset=tfds:{arg}: cannot prepare {builder.info.name} in {where} ({first}); prepare it where "
+                f"there is a network (tfds build {builder.info.name} --data_dir=DIR), copy DIR here and pass "
+                f"--tfds_data_dir=DIR"
+            ) from None
     info = builder.info
     keys = _keys(builder)
     label = info.features[keys[1]]

@@ -8,6 +8,7 @@ shards `<split>-NNNNN-of-MMMMM` sits beside `dataset_info.json`, which records t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -16,11 +17,18 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mobilenet_tf.errors import UserError
+from mobilenet_tf.rundir import write_atomic
+
 INFO_FILE = "dataset_info.json"
 SPLITS = ("train", "validation")
 
 # (image key, label key) of our records; TFDS records use ("image", "label").
 KEYS = ("image/encoded", "image/class/label")
+
+
+class SourceError(UserError, ValueError):
+    """A data set that cannot be read as given; the message says why and which flag fixes it."""
 
 
 def _bytes(value: bytes) -> tf.train.Feature:
@@ -103,11 +111,7 @@ def write_info(data_dir: str, info: DatasetInfo) -> None:
     """Write dataset_info.json atomically (temp name, then rename)."""
     record = dataclasses.asdict(info)
     record.pop("data_dir")
-    path = os.path.join(data_dir, INFO_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, path)
+    write_atomic(os.path.join(data_dir, INFO_FILE), json.dumps(record, indent=1))
 
 
 def read_info(data_dir: str) -> DatasetInfo:
@@ -150,7 +154,12 @@ def scan_labels(files: list[str]) -> tuple[int, dict[int, tuple[str, str]]]:
 def write_shard(path: str, records) -> None:
     """Write serialized records to `path` through a temporary name, so a shard is whole or absent."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for record in records:
-            writer.write(record)
-    os.replace(tmp, path)
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for record in records:
+                writer.write(record)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

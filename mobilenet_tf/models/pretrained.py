@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 
 import keras
 
+from mobilenet_tf.errors import UserError
 from mobilenet_tf.models import HEAD_LAYERS, copy_weights
 
 APPLICATIONS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2"}
+
+
+class PretrainedError(UserError, OSError):
+    """keras.applications' weight file could not be fetched; the message names the file."""
 
 
 def load_pretrained(model: keras.Model, name: str, alpha: float, source: str) -> None:
@@ -19,10 +25,23 @@ def load_pretrained(model: keras.Model, name: str, alpha: float, source: str) ->
     classifier). The classifier is copied only when `model` also has 1000 classes; otherwise it
     keeps its fresh initialization. Convolution weights do not depend on the input size, so the
     reference model is built at 224 whatever size `model` has.
+
+    Raises:
+      PretrainedError: "imagenet" and the file is neither in ~/.keras/models nor downloadable.
     """
     include_top = "no_top" not in os.path.basename(source)
-    reference = getattr(keras.applications, APPLICATIONS[name])(
-        input_shape=(224, 224, 3), alpha=alpha, include_top=include_top, weights=source, classes=1000
-    )
+    try:
+        reference = getattr(keras.applications, APPLICATIONS[name])(
+            input_shape=(224, 224, 3), alpha=alpha, include_top=include_top, weights=source, classes=1000
+        )
+    except Exception as error:  # keras.utils.get_file raises a bare Exception when the fetch fails
+        fetch = re.match(r"URL fetch failure on (\S+): (.*)", str(error))
+        if not fetch:
+            raise
+        url = fetch.group(1).rstrip(":")
+        raise PretrainedError(
+            f"--pretrained={source}: cannot download {url} ({fetch.group(2).strip()}); fetch that file where there "
+            f"is a network, then pass --pretrained=PATH/{url.rsplit('/', 1)[-1]}"
+        ) from None
     keep_head = include_top and model.output_shape[-1] == 1000
     copy_weights(reference, model, skip=() if keep_head else HEAD_LAYERS)
