@@ -1,9 +1,11 @@
-"""A tf.distribute strategy from its name."""
+"""A tf.distribute strategy from its name, and the cluster of a multi-worker run: TF_CONFIG, a
+SLURM step, or a Kubernetes Indexed Job."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -23,12 +25,8 @@ def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "")
     collective ops at program start-up.
     """
     if name == "multi_worker":
-        try:
-            json.loads(os.environ.get("TF_CONFIG") or "{}")
-        except ValueError as error:
-            raise StrategyError(f"TF_CONFIG is not valid JSON ({error}); see scripts/train_multi_worker.sh") from None
-        # Cluster from TF_CONFIG; collectives over the ring, as in the Keras multi-worker guide.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Collectives over the ring, as in the Keras multi-worker guide.
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver())
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
@@ -51,6 +49,106 @@ def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy([d.name for d in gpus] or None)
     raise ValueError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
+
+
+def cluster_resolver(environ=os.environ) -> tf.distribute.cluster_resolver.ClusterResolver:
+    """The cluster of a multi-worker run, from the first of: TF_CONFIG; the SLURM step this process
+    is a task of (`srun`); the Kubernetes Indexed Job this pod belongs to (`kubernetes_tf_config`).
+
+    Raises:
+      StrategyError: none of them describes a cluster.
+    """
+    if environ.get("TF_CONFIG"):
+        try:
+            spec = json.loads(environ["TF_CONFIG"])
+        except ValueError as error:
+            raise StrategyError(f"TF_CONFIG is not valid JSON ({error}); see scripts/train_multi_worker.sh") from None
+        if not isinstance(spec, dict) or not spec.get("cluster"):
+            raise StrategyError("TF_CONFIG has no \"cluster\"; see scripts/train_multi_worker.sh")
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if "SLURM_PROCID" in environ and "SLURM_STEP_NUM_TASKS" in environ:
+        return slurm_resolver(environ)
+    if "JOB_COMPLETION_INDEX" in environ and "MOBILENET_TF_WORKERS" in environ:
+        os.environ["TF_CONFIG"] = json.dumps(kubernetes_tf_config(environ))
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    hint = " (inside a SLURM job, start it with srun)" if "SLURM_JOB_ID" in environ else ""
+    raise StrategyError(
+        f"--strategy=multi_worker: no cluster is described{hint}: set TF_CONFIG (scripts/train_multi_worker.sh), "
+        f"run it as a SLURM step (scripts/train_slurm.sbatch) or as a Kubernetes Indexed Job "
+        f"(scripts/kubernetes/train.yaml)"
+    )
+
+
+def slurm_resolver(environ=os.environ) -> tf.distribute.cluster_resolver.SlurmClusterResolver:
+    """TF's SlurmClusterResolver for this task of the current step (`MOBILENET_TF_PORT`: the first
+    port on each node, default 8888; a node's tasks take consecutive ports).
+
+    TF's resolver asks `nvidia-smi` for the node's GPUs unless CUDA_VISIBLE_DEVICES says, and
+    divides them among the node's tasks; with no GPU it fails. CPU nodes get a nominal GPU per task
+    and CUDA_VISIBLE_DEVICES is left alone.
+    """
+    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import expand_tasks_per_node
+
+    port = int(environ.get("MOBILENET_TF_PORT", 8888))
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None and environ.get("SLURM_GPUS_ON_NODE"):
+        gpus = int(environ["SLURM_GPUS_ON_NODE"])
+    elif visible is None:
+        gpus = None if shutil.which("nvidia-smi") else 0
+    else:
+        gpus = len([d for d in visible.split(",") if d.strip()])
+    try:
+        if gpus != 0:
+            return tf.distribute.cluster_resolver.SlurmClusterResolver(port_base=port, gpus_per_node=gpus)
+        tasks = max(expand_tasks_per_node(environ["SLURM_STEP_TASKS_PER_NODE"]))
+        return _CpuSlurmClusterResolver(port_base=port, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise StrategyError(f"--strategy=multi_worker under SLURM: {error}") from None
+
+
+class _CpuSlurmClusterResolver(tf.distribute.cluster_resolver.SlurmClusterResolver):
+    """SlurmClusterResolver on nodes without GPUs: the nominal GPU per task that makes its cluster
+    arithmetic work is not reported as a device (MultiWorkerMirroredStrategy would place the
+    replica on a GPU that is not there)."""
+
+    def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+        return {}
+
+
+def kubernetes_tf_config(environ) -> dict:
+    """TF_CONFIG of this pod of a Kubernetes Indexed Job (scripts/kubernetes/train.yaml).
+
+    Pod i of Job J runs with `subdomain: S` under a headless Service S, so it is reachable as
+    `J-i.S`. From the environment: JOB_COMPLETION_INDEX (set by Kubernetes), MOBILENET_TF_WORKERS
+    (the Job's completions), MOBILENET_TF_JOB (J), MOBILENET_TF_SERVICE (S), MOBILENET_TF_PORT
+    (default 2222).
+
+    Raises:
+      StrategyError: a variable is missing or out of range.
+    """
+    try:
+        index, workers = int(environ["JOB_COMPLETION_INDEX"]), int(environ["MOBILENET_TF_WORKERS"])
+        job, service = environ["MOBILENET_TF_JOB"], environ["MOBILENET_TF_SERVICE"]
+        port = int(environ.get("MOBILENET_TF_PORT", 2222))
+    except KeyError as error:
+        raise StrategyError(f"--strategy=multi_worker in a Kubernetes Job: {error.args[0]} is not set; see "
+                            f"scripts/kubernetes/train.yaml") from None
+    except ValueError as error:
+        raise StrategyError(f"--strategy=multi_worker in a Kubernetes Job: {error}") from None
+    if not 0 <= index < workers:
+        raise StrategyError(f"JOB_COMPLETION_INDEX={index}: outside the MOBILENET_TF_WORKERS={workers} workers")
+    hosts = [f"{job}-{i}.{service}:{port}" for i in range(workers)]
+    return {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+
+
+def describe(strategy: tf.distribute.Strategy) -> str:
+    """'worker 1 of 2 (host:port): devices ...' for a multi-worker strategy, else its devices."""
+    devices = ", ".join(strategy.extended.worker_devices)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    workers = resolver.cluster_spec().as_dict().get("worker", []) if resolver is not None else []
+    if len(workers) < 1 or resolver.task_id is None:
+        return f"devices {devices}"
+    return f"worker {resolver.task_id} of {len(workers)} ({workers[resolver.task_id]}): devices {devices}"
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -219,6 +219,7 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
     strategy = strategy or distribute.get_strategy(t.strategy, t.num_gpus, t.tpu)
     chief = distribute.is_chief(strategy)
     model_dir = model_dir_for(cfg)
+    logging.info("%s, %s", type(strategy).__name__, distribute.describe(strategy))
 
     # 2. Data.
     info = datasets or sources.resolve(cfg.data)
