@@ -4,14 +4,18 @@
 - saved_model_jpeg: the SavedModel's `serving_default` on one JPEG's bytes (decode, crop, resize
                     and model: what TF Serving runs per request, minus the RPC);
 - tflite_float32:   the stock converter's float32 model on LiteRT (XNNPACK);
-- tflite_int8:      the stock converter's full-integer model (uint8 in, float32 out) on LiteRT.
+- tflite_int8:      the stock converter's full-integer model (uint8 in, float32 out) on LiteRT,
+                    calibrated (post-training quantization);
+- tflite_int8_qat:  the full-integer model of the quantization-aware twin (models/quantize.py),
+                    converted from its own ranges with no calibration.
 
     nice -n 10 python benchmarks/inference.py [--quick]
 
-Weights are random (latency does not depend on them) and int8 is calibrated on synthetic images.
+Weights are random (latency does not depend on them); int8 is calibrated on synthetic images and
+the QAT twin's ranges come from a few training-mode passes over them.
 The engines are timed in turns, a block of back-to-back calls each per round, so load from other
 processes falls on all of them alike. Prints a table and, last, one JSON line with p50/p90 in ms
-and int8's speed-up over float32 TFLite. `--quick` (fewer rounds, fewer calibration images)
+and both int8 models' speed-up over float32 TFLite. `--quick` (fewer rounds, fewer calibration images)
 finishes in under a minute.
 """
 
@@ -35,7 +39,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from mobilenet_tf import config, export, tflite  # noqa: E402
-from mobilenet_tf.models import build_from_config  # noqa: E402
+from mobilenet_tf.models import build_from_config, copy_weights  # noqa: E402
 
 IMAGE_SIZE = (224, 224)
 BLOCK = 10
@@ -80,6 +84,13 @@ def main(argv=None) -> dict:
         serve = saved.signatures["serving_default"]
         representative = np.stack([synthetic_photo(rng, *IMAGE_SIZE) for _ in range(calibration)]).astype(np.float32)
         flatbuffers = tflite.convert(serving, IMAGE_SIZE, ("float32", "int8"), representative)
+        qat_cfg = config.replace(cfg, model={"qat": True})
+        twin = build_from_config(qat_cfg.model)
+        copy_weights(model, twin)
+        for batch in np.array_split(representative / 127.5 - 1.0, 4):  # learn activation ranges
+            twin(batch, training=True)
+        flatbuffers["int8_qat"] = tflite.convert(export.serving_model(twin, qat_cfg), IMAGE_SIZE, ["int8"],
+                                                 quantized=True)["int8"]
         runners, sizes = {}, {}
         for mode, flatbuffer in flatbuffers.items():
             path = os.path.join(tmp, f"model_{mode}.tflite")
@@ -97,6 +108,7 @@ def main(argv=None) -> dict:
             "saved_model_jpeg": lambda: serve(images=jpeg_tensor)["probabilities"].numpy(),
             "tflite_float32": runners["float32"],
             "tflite_int8": runners["int8"],
+            "tflite_int8_qat": runners["int8_qat"],
         }
         prepared = time.perf_counter() - started
         times = {name: [] for name in engines}
@@ -115,17 +127,19 @@ def main(argv=None) -> dict:
 
     result = {"model": "mobilenet_v2_1.00_224", "batch": 1, "threads": 1, "calls": len(times["keras"])}
     result.update({name: percentiles(seconds) for name, seconds in times.items()})
-    result["int8_vs_float32_tflite_speedup"] = {
-        key: round(result["tflite_float32"][key] / result["tflite_int8"][key], 2) for key in ("p50_ms", "p90_ms")
-    }
+    for name in ("int8", "int8_qat"):
+        result[f"{name}_vs_float32_tflite_speedup"] = {
+            key: round(result["tflite_float32"][key] / result[f"tflite_{name}"][key], 2) for key in ("p50_ms", "p90_ms")
+        }
     result["tflite_mb"] = sizes
     result["seconds"] = {"prepare": round(prepared, 1), "total": round(time.perf_counter() - started, 1)}
 
     print(f"{'engine':<18} {'p50 ms':>8} {'p90 ms':>8}")
     for name in engines:
         print(f"{name:<18} {result[name]['p50_ms']:>8.2f} {result[name]['p90_ms']:>8.2f}")
-    speedup = result["int8_vs_float32_tflite_speedup"]
-    print(f"int8 vs float32 TFLite: {speedup['p50_ms']:.2f}x (p50), {speedup['p90_ms']:.2f}x (p90)")
+    for name in ("int8", "int8_qat"):
+        speedup = result[f"{name}_vs_float32_tflite_speedup"]
+        print(f"{name} vs float32 TFLite: {speedup['p50_ms']:.2f}x (p50), {speedup['p90_ms']:.2f}x (p90)")
     print(json.dumps(result), flush=True)
     return result
 

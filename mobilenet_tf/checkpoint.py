@@ -34,8 +34,8 @@ def checkpoints(directory: str) -> list[str]:
     except Exception:  # noqa: BLE001 - a garbled state file raises a protobuf parse error
         state = None
     if state is not None:
-        paths = [p if os.path.isabs(p) else os.path.join(directory, p) for p in state.all_model_checkpoint_paths]
-        return [p for p in paths if os.path.isfile(f"{p}.index")]
+        # TF has already joined relative entries to `directory`.
+        return [p for p in state.all_model_checkpoint_paths if os.path.isfile(f"{p}.index")]
     found = glob.glob(os.path.join(directory, "ckpt-*.index"))
     numbered = [(int(m.group(1)), p[: -len(".index")]) for p in found
                 if (m := re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(p)))]

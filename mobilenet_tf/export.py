@@ -11,6 +11,8 @@ when it loads the version, so the first real request does not pay for graph init
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -25,16 +27,22 @@ from mobilenet_tf.data import preprocess
 from mobilenet_tf.models import build_from_config, copy_weights
 
 LABELS_FILE = "labels.txt"
+INFO_FILE = "model_info.json"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 NOT_AN_IMAGE = "not an image: the request bytes must be a JPEG, PNG, GIF or BMP file"
 
 
-def serving_model(model: keras.Model, cfg: Config) -> keras.Model:
-    """A float32 copy of `model` that takes 0-255 pixels (weights copied by layer name)."""
+def serving_model(model: keras.Model, cfg: Config, quantized: bool | None = None) -> keras.Model:
+    """A float32 copy of `model` that takes 0-255 pixels (weights copied by layer name).
+
+    For a quantization-aware run it is the fake-quantized twin (what its training evaluated), or
+    with `quantized=False` the float model underneath (the same weights, batch norm unfolded).
+    """
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
+    model_cfg = cfg.model if quantized is None else dataclasses.replace(cfg.model, qat=quantized)
     try:
-        exported = build_from_config(cfg.model, weight_decay=0.0, include_preprocessing=True)
+        exported = build_from_config(model_cfg, weight_decay=0.0, include_preprocessing=True)
     finally:
         keras.config.set_dtype_policy(policy)
     copy_weights(model, exported)
@@ -126,6 +134,31 @@ class Servable(tf.Module):
     @tf.function
     def serve_pixels(self, pixels):
         return self._outputs(tf.cast(pixels, tf.float32))
+
+
+def write_sidecar(directory: str, cfg: Config, **info) -> None:
+    """labels.txt (one class name per line) and model_info.json (input size, crop and what `info`
+    adds) in `directory`: what every pixel-model format (TFLite, ONNX) ships beside its file."""
+    from mobilenet_tf.rundir import write_atomic
+
+    os.makedirs(directory, exist_ok=True)
+    info = {
+        "model": f"{cfg.model.name} alpha {cfg.model.alpha}",
+        "image_size": list(cfg.model.image_size),
+        "crop_fraction": cfg.data.eval_crop_fraction,
+        "input": "RGB pixels 0-255: center crop of crop_fraction of the shorter side, bilinear resize to image_size",
+        **info,
+    }
+    write_atomic(os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in cfg.model.class_names))
+    write_atomic(os.path.join(directory, INFO_FILE), json.dumps(info, indent=1))
+
+
+def read_sidecar(directory: str) -> tuple[tuple[str, ...], dict]:
+    """(class names, model info) that `write_sidecar` wrote in `directory`."""
+    with open(os.path.join(directory, LABELS_FILE)) as f:
+        names = tuple(line.rstrip("\n") for line in f)
+    with open(os.path.join(directory, INFO_FILE)) as f:
+        return names, json.load(f)
 
 
 def next_version(export_base: str) -> int:

@@ -77,6 +77,12 @@ def define_train_flags() -> None:
     flags.DEFINE_string("pretrained", None, "imagenet (keras.applications' weight file) or a path to such a file.")
     flags.DEFINE_string("init_checkpoint", None, "Start from another run's checkpoint (a model_dir or ckpt path).")
     flags.DEFINE_integer("freeze_backbone_epochs", None, "Train only the head (BN frozen) for this many epochs.")
+    flags.DEFINE_boolean("qat", None, "Quantization-aware training: train the fake-quantized twin of the model (from "
+                         "--init_checkpoint, a float run), for an int8 TFLite export that needs no calibration.")
+    flags.DEFINE_integer("qat_freeze_bn_steps", None, "--qat: batch norm uses its moving statistics from this step "
+                         "on (0: never).")
+    flags.DEFINE_integer("qat_freeze_range_steps", None, "--qat: activation ranges stop moving from this step on "
+                         "(0: never).")
 
 
 # flag name -> (config section, field)
@@ -99,6 +105,9 @@ _FIELDS = {
     "cutmix": ("data", "cutmix_alpha"),
     "skip_bad_records": ("data", "skip_bad_records"),
     "max_bad_records": ("data", "max_bad_records"),
+    "qat": ("model", "qat"),
+    "qat_freeze_bn_steps": ("model", "qat_freeze_bn_steps"),
+    "qat_freeze_range_steps": ("model", "qat_freeze_range_steps"),
 }
 for _section in ("train",):
     for _field in dataclasses.fields(config.TrainConfig):
@@ -127,6 +136,8 @@ def config_from_flags() -> config.Config:
             sections.setdefault(section, {})[field] = value
     if "learning_rate" in sections.get("train", {}):
         sections["train"]["base_batch_size"] = 0  # a rate given on the command line is absolute
+    if sections.get("model", {}).get("qat") and not cfg.model.qat:
+        cfg = config.qat_finetune(cfg)  # --qat on a float recipe: its fine-tuning variant
     cfg = config.replace(cfg, **sections)
     validate(cfg)
     return cfg
@@ -180,10 +191,38 @@ def validate(cfg: config.Config) -> None:
         if m.alpha not in alphas:
             raise FlagError(f"--pretrained: keras.applications has no ImageNet weights for {m.name} alpha {m.alpha}; "
                             f"use one of {', '.join(map(str, alphas))}")
-    if t.init_checkpoint and not (tf_checkpoint_exists(t.init_checkpoint)):
-        raise FlagError(f"--init_checkpoint={t.init_checkpoint}: no checkpoint there; give a model_dir or a ckpt-N path")
+    if t.init_checkpoint:
+        check_init_checkpoint(cfg)
+    if m.qat:
+        if t.precision != "float32":
+            raise FlagError(f"--qat with --precision={t.precision}: quantization-aware training runs in float32 (the "
+                            f"fake-quant ops have float32 kernels only)")
+        if m.sync_bn:
+            raise FlagError("--qat with --sync_bn: the folded batch norm of --qat uses each replica's batch; drop "
+                            "--sync_bn")
+        if not t.init_checkpoint and not t.pretrained:
+            raise FlagError("--qat: give --init_checkpoint=RUN_DIR (a float run of this model) or --pretrained: "
+                            "quantization-aware training fine-tunes a trained model")
+        for name in ("qat_freeze_bn_steps", "qat_freeze_range_steps"):
+            if getattr(m, name) < 0:
+                raise FlagError(f"--{name}={getattr(m, name)}: must not be negative (0: never)")
     if not 0 <= t.freeze_backbone_epochs <= t.epochs:
         raise FlagError(f"--freeze_backbone_epochs={t.freeze_backbone_epochs}: must be between 0 and --epochs={t.epochs}")
+
+
+def check_init_checkpoint(cfg: config.Config) -> None:
+    """--init_checkpoint must hold a run of the same architecture and width (its config.json)."""
+    path = cfg.train.init_checkpoint
+    if not tf_checkpoint_exists(path):
+        raise FlagError(f"--init_checkpoint={path}: no checkpoint there; give a model_dir or a ckpt-N path")
+    run_dir = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    if not os.path.isfile(os.path.join(run_dir, config.CONFIG_FILE)):
+        raise FlagError(f"--init_checkpoint={path}: no {config.CONFIG_FILE} beside it (a run of mobilenet-train)")
+    source = config.load(run_dir).model
+    if (source.name, source.alpha) != (cfg.model.name, cfg.model.alpha):
+        raise FlagError(f"--init_checkpoint={path}: a run of {source.name} alpha {source.alpha}, but this command "
+                        f"trains {cfg.model.name} alpha {cfg.model.alpha}; give --model={source.name} "
+                        f"--alpha={source.alpha} or another checkpoint")
 
 
 def tf_checkpoint_exists(path: str) -> bool:
@@ -210,6 +249,9 @@ def define_export_flags() -> None:
     flags.DEFINE_list("tflite", [], "TFLite models to write to <export_dir>/tflite/: any of "
                       "float32,float16,dynamic,int8.")
     flags.DEFINE_integer("representative_examples", None, "Training images calibrating int8 (default 200).")
+    flags.DEFINE_boolean("onnx", False, "Also write <export_dir>/onnx/model.onnx (needs pip install -e .[onnx]).")
+    flags.DEFINE_integer("onnx_opset", 17, "ONNX opset (tf2onnx 1.17.0 converts 13 to 18).")
+    flags.DEFINE_boolean("onnx_nchw", False, "ONNX input [batch, 3, H, W] (TensorRT, OpenCV) instead of NHWC.")
     flags.DEFINE_float("max_megapixels", None, "Serving refuses images with more pixels, before decoding them "
                        "(default 50).")
     flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
@@ -220,6 +262,8 @@ def define_eval_flags() -> None:
     flags.DEFINE_string("model_dir", None, "A training run: its newest checkpoint.")
     flags.DEFINE_string("saved_model", None, "A SavedModel directory (<export_dir>/<version>).")
     flags.DEFINE_string("tflite", None, "A .tflite model written by mobilenet-export.")
+    flags.DEFINE_string("onnx", None, "A .onnx model written by mobilenet-export --onnx.")
+    flags.DEFINE_list("onnx_providers", [], "ONNX Runtime execution providers, in order of preference (default CPU).")
     flags.DEFINE_string("dataset", None, "Data set whose validation split is scored (default: the run's with "
                         "--model_dir, else digits).")
     flags.DEFINE_string("cache_dir", None, "Where the digits are materialized (default $MOBILENET_TF_CACHE "
@@ -230,7 +274,8 @@ def define_eval_flags() -> None:
 
 def define_predict_flags() -> None:
     flags.DEFINE_string("model", None, "A SavedModel directory (or model base path: its newest version), a .tflite "
-                        "file or a training run's model_dir.")
+                        "or .onnx file, or a training run's model_dir.")
+    flags.DEFINE_list("onnx_providers", [], "ONNX Runtime execution providers, in order of preference (default CPU).")
     flags.DEFINE_integer("top_k", 5, "Classes shown per image.")
     flags.DEFINE_boolean("json", False, "One JSON object per file on stdout instead of the table.")
     flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the weights when the run kept one.")
@@ -258,7 +303,10 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
     if unknown:
         raise FlagError(f"--tflite={','.join(FLAGS.tflite)}: unknown {', '.join(unknown)}; use any of "
                         f"{','.join(tflite.MODES)}")
-    fields = {"export_dir": FLAGS.export_dir or os.path.join(model_dir, "export"), "tflite": modes}
+    fields = {"export_dir": FLAGS.export_dir or os.path.join(model_dir, "export"), "tflite": modes,
+              "onnx": FLAGS.onnx, "onnx_opset": FLAGS.onnx_opset, "onnx_nchw": FLAGS.onnx_nchw}
+    if FLAGS.onnx or FLAGS["onnx_opset"].present or FLAGS.onnx_nchw:
+        check_onnx(FLAGS.onnx_opset)
     if FLAGS.representative_examples is not None:
         if FLAGS.representative_examples < 1:
             raise FlagError(f"--representative_examples={FLAGS.representative_examples}: must be at least 1")
@@ -275,24 +323,56 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         if os.path.exists(os.path.join(export_dir, str(FLAGS.version))):
             raise FlagError(f"--version={FLAGS.version}: {export_dir}/{FLAGS.version} exists and is never overwritten; "
                             f"omit --version for the next one ({export.next_version(export_dir)})")
-    if "int8" in modes:
+    if "int8" in modes and not cfg.model.qat:  # a QAT run converts without calibration data
         problem = sources.check_spec(cfg.data.dataset, cfg.data)
         if problem:
             raise FlagError(f"--tflite=int8 calibrates on the run's data set {cfg.data.dataset}: {problem}")
     return model_dir, FLAGS.checkpoint, cfg, FLAGS.version
 
 
+def check_onnx(opset: int) -> None:
+    """--onnx needs tf2onnx (the onnx extra) and an opset it converts to."""
+    from mobilenet_tf import onnx_export
+
+    if opset not in onnx_export.OPSETS:
+        raise FlagError(f"--onnx_opset={opset}: tf2onnx 1.17.0 converts opsets {onnx_export.OPSETS.start} to "
+                        f"{onnx_export.OPSETS.stop - 1}; use {onnx_export.DEFAULT_OPSET}")
+    try:
+        import tf2onnx  # noqa: F401
+    except ImportError as error:
+        raise FlagError(f"--onnx needs tf2onnx, which is not installed ({error}); {onnx_export.INSTALL}") from None
+
+
+def check_providers(providers) -> None:
+    """--onnx_providers must name providers this ONNX Runtime has."""
+    if not providers:
+        return
+    try:
+        import onnxruntime
+    except ImportError:
+        from mobilenet_tf import onnx_export
+
+        raise FlagError(f"--onnx_providers needs onnxruntime; {onnx_export.INSTALL}") from None
+    unknown = [p for p in providers if p not in onnxruntime.get_available_providers()]
+    if unknown:
+        raise FlagError(f"--onnx_providers={','.join(providers)}: this ONNX Runtime has no {', '.join(unknown)}; "
+                        f"it has {', '.join(onnxruntime.get_available_providers())}")
+
+
 def eval_job_from_flags() -> tuple[str, str, config.DataConfig]:
-    """(kind: checkpoint | saved_model | tflite, its path, the data set to score on)."""
+    """(kind: checkpoint | saved_model | tflite | onnx, its path, the data set to score on)."""
     given = [(kind, path) for kind, path in
-             (("checkpoint", FLAGS.model_dir), ("saved_model", FLAGS.saved_model), ("tflite", FLAGS.tflite)) if path]
+             (("checkpoint", FLAGS.model_dir), ("saved_model", FLAGS.saved_model), ("tflite", FLAGS.tflite),
+              ("onnx", FLAGS.onnx)) if path]
     if len(given) != 1:
-        raise FlagError("--model_dir, --saved_model or --tflite: give exactly one model to evaluate")
+        raise FlagError("--model_dir, --saved_model, --tflite or --onnx: give exactly one model to evaluate")
     kind, path = given[0]
+    check_providers(FLAGS.onnx_providers)
     problems = {
         "checkpoint": not tf_checkpoint_exists(path) or not os.path.isfile(os.path.join(path, config.CONFIG_FILE)),
         "saved_model": not os.path.isfile(os.path.join(path, "saved_model.pb")),
         "tflite": not os.path.isfile(path),
+        "onnx": not os.path.isfile(path),
     }
     if problems[kind]:
         flag = {"checkpoint": "model_dir"}.get(kind, kind)
@@ -313,9 +393,10 @@ def predict_job_from_flags(files: list[str]) -> str:
     from mobilenet_tf import predict
 
     if not FLAGS.model:
-        raise FlagError("--model: give a SavedModel directory, a .tflite file or a training run's model_dir")
+        raise FlagError("--model: give a SavedModel directory, a .tflite or .onnx file or a training run's model_dir")
     if predict.kind_of(FLAGS.model) is None:
-        raise FlagError(f"--model={FLAGS.model}: not a SavedModel directory, a .tflite file or a model_dir")
+        raise FlagError(f"--model={FLAGS.model}: not a SavedModel directory, a .tflite or .onnx file or a model_dir")
+    check_providers(FLAGS.onnx_providers)
     if FLAGS.top_k < 1:
         raise FlagError(f"--top_k={FLAGS.top_k}: must be at least 1")
     if not files:

@@ -7,7 +7,7 @@ from keras import ops
 
 from mobilenet_tf.config import TrainConfig
 
-OPTIMIZERS = ("rmsprop", "sgd", "adamw")
+OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adamw")
 SCHEDULES = ("exponential", "cosine", "constant")
 
 
@@ -85,8 +85,9 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int, weight_decay: floa
     if train.optimizer == "rmsprop":
         # TF Model Garden's MobileNet RMSProp; Keras adds epsilon inside the sqrt, as TF1's RMSProp did.
         optimizer = keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=0.002, **ema)
-    elif train.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **ema)
+    elif train.optimizer in ("sgd", "momentum"):
+        # sgd: Nesterov momentum (timm's); momentum: classic heavy-ball (MindSpore's Momentum).
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=train.optimizer == "sgd", **ema)
     else:
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **ema)
         # Decay kernels only: BN scales/offsets and biases are excluded, as in timm and big_vision.

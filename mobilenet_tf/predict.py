@@ -1,7 +1,7 @@
 """Classifying encoded images with a trained model in any form it ships in, and scoring it on a split.
 
 `load(path)` takes a SavedModel directory (or a model base path of integer versions: the newest), a
-`.tflite` file written by `mobilenet-export`, or a training run's model_dir (its newest
+`.tflite` or `.onnx` file written by `mobilenet-export`, or a training run's model_dir (its newest
 checkpoint). Each gives a `Classifier` mapping encoded image bytes to probabilities with the
 evaluation preprocessing: the SavedModel through its own `serving_default` signature (what TF
 Serving runs), the others through `export.checked_eval_pixels`.
@@ -9,7 +9,6 @@ Serving runs), the others through `export.checked_eval_pixels`.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -39,7 +38,8 @@ class SavedModelClassifier(Classifier):
     def __init__(self, path: str):
         self.path = path
         self._serve = tf.saved_model.load(path).signatures["serving_default"]
-        self.class_names = _read_labels(os.path.join(path, "assets", export.LABELS_FILE))
+        with open(os.path.join(path, "assets", export.LABELS_FILE)) as f:
+            self.class_names = tuple(line.rstrip("\n") for line in f)
 
     def predict(self, encoded) -> np.ndarray:
         return self._serve(images=tf.convert_to_tensor(encoded, tf.string))["probabilities"].numpy()
@@ -65,12 +65,23 @@ class TFLiteClassifier(_PixelClassifier):
     kind = "tflite"
 
     def __init__(self, path: str, num_threads: int | None = None):
-        directory = os.path.dirname(os.path.abspath(path))
-        with open(os.path.join(directory, tflite.INFO_FILE)) as f:
-            info = json.load(f)
+        self.class_names, info = export.read_sidecar(os.path.dirname(os.path.abspath(path)))
         self.path = path
         self._model = tflite.LiteRTModel(path, num_threads=num_threads)
-        self.class_names = _read_labels(os.path.join(directory, tflite.LABELS_FILE))
+        super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels)
+
+
+class OnnxClassifier(_PixelClassifier):
+    """A .onnx model on ONNX Runtime, with the labels.txt and model_info.json beside it."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str, providers=None, num_threads: int | None = None):
+        from mobilenet_tf import onnx_export
+
+        self.class_names, info = export.read_sidecar(os.path.dirname(os.path.abspath(path)))
+        self.path = path
+        self._model = onnx_export.OnnxModel(path, providers=providers, num_threads=num_threads)
         super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels)
 
 
@@ -91,15 +102,11 @@ class CheckpointClassifier(_PixelClassifier):
         super().__init__(cfg.model.image_size, cfg.data.eval_crop_fraction, cfg.export.max_pixels)
 
 
-def _read_labels(path: str) -> tuple[str, ...]:
-    with open(path) as f:
-        return tuple(line.rstrip("\n") for line in f)
-
-
 def kind_of(path: str) -> str | None:
-    """"saved_model", "tflite", "checkpoint" or "model_base" (integer versions); None if none of them."""
+    """"saved_model", "tflite", "onnx", "checkpoint" or "model_base" (integer versions); None if none
+    of them."""
     if os.path.isfile(path):
-        return "tflite" if path.endswith(".tflite") else None
+        return {".tflite": "tflite", ".onnx": "onnx"}.get(os.path.splitext(path)[1])
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return "saved_model"
     if os.path.isfile(os.path.join(path, config.CONFIG_FILE)) and os.path.isfile(os.path.join(path, "checkpoint")):
@@ -109,8 +116,8 @@ def kind_of(path: str) -> str | None:
     return None
 
 
-def load(path: str, *, ema: bool = True, num_threads: int | None = None) -> Classifier:
-    """The Classifier of `path` (see the module docstring).
+def load(path: str, *, ema: bool = True, num_threads: int | None = None, providers=None) -> Classifier:
+    """The Classifier of `path` (see the module docstring); `providers`: ONNX Runtime's, for .onnx.
 
     Raises:
       ValueError: `path` is none of the forms above.
@@ -118,13 +125,15 @@ def load(path: str, *, ema: bool = True, num_threads: int | None = None) -> Clas
     kind = kind_of(path)
     if kind == "tflite":
         return TFLiteClassifier(path, num_threads=num_threads)
+    if kind == "onnx":
+        return OnnxClassifier(path, providers=providers, num_threads=num_threads)
     if kind == "saved_model":
         return SavedModelClassifier(path)
     if kind == "checkpoint":
         return CheckpointClassifier(path, ema=ema)
     if kind == "model_base":
         return SavedModelClassifier(os.path.join(path, str(export.next_version(path) - 1)))
-    raise ValueError(f"{path} is not a SavedModel directory, a .tflite file or a training run's model_dir")
+    raise ValueError(f"{path} is not a SavedModel directory, a .tflite or .onnx file or a training run's model_dir")
 
 
 def top_k(probabilities: np.ndarray, class_names, k: int) -> list[list[tuple[str, float]]]:

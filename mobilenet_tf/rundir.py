@@ -87,7 +87,7 @@ def _holder(fd: int) -> str:
 
 # The fields that fix the model's weights, and the flags that set them.
 _MODEL_FIELDS = {"name": "--model", "alpha": "--alpha", "image_size": "--image_size",
-                 "num_classes": "--num_classes/--dataset", "class_names": "--dataset"}
+                 "num_classes": "--num_classes/--dataset", "class_names": "--dataset", "qat": "--qat"}
 
 
 def check_matches(cfg, model_dir: str) -> None:

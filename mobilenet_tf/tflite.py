@@ -3,13 +3,13 @@
 Every model takes RGB pixels 0-255, [1, H, W, 3], preprocessed as evaluation does (center crop of
 `crop_fraction`, bilinear resize; `model_info.json` beside the models says which), and normalizes
 inside. `int8` is full-integer: uint8 input (the raw pixel: scale 1, zero point 0), int8 weights
-and activations, float32 probabilities out; it is calibrated on training images. They run through
+and activations, float32 probabilities out; it is calibrated on training images, or, for a
+quantization-aware run, converted from the ranges that training learned. They run through
 ai-edge-litert's interpreter (LiteRT), the successor of the deprecated `tf.lite.Interpreter`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 
@@ -20,12 +20,11 @@ import tensorflow as tf
 from mobilenet_tf import export
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import preprocess, tfrecord
+from mobilenet_tf.errors import UserError
 from mobilenet_tf.rundir import write_atomic
 
 MODES = ("float32", "float16", "dynamic", "int8")
 DIR = "tflite"
-INFO_FILE = "model_info.json"
-LABELS_FILE = "labels.txt"
 
 
 def model_path(export_base: str, mode: str) -> str:
@@ -45,10 +44,14 @@ def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, s
     return np.concatenate(list(ds.batch(64).as_numpy_iterator()))
 
 
-def convert(model: keras.Model, image_size, modes, representative: np.ndarray | None = None) -> dict[str, bytes]:
+def convert(model: keras.Model, image_size, modes, representative: np.ndarray | None = None,
+            quantized: bool = False) -> dict[str, bytes]:
     """{mode: flatbuffer} of the 0-255 `model` (see `export.serving_model`) with batch size 1.
 
-    `representative` (float32 0-255 pixels) calibrates `int8` and is required for it.
+    `representative` (float32 0-255 pixels) calibrates `int8` and is required for it, unless the
+    model is a quantization-aware twin (`quantized`): then `int8` takes the ranges the model
+    learned, with no calibration at all, and `QuantizationError` is raised if any convolution,
+    depthwise convolution, fully-connected layer or add is left in float.
     """
     with tempfile.TemporaryDirectory(prefix="mobilenet_tf_tflite_") as saved:
         # A SavedModel of one fixed-shape endpoint: the converter freezes its variables from there.
@@ -59,16 +62,51 @@ def convert(model: keras.Model, image_size, modes, representative: np.ndarray | 
             input_signature=[tf.TensorSpec([1, *image_size, 3], tf.float32, name="pixels")],
         )
         archive.write_out(saved, verbose=False)
-        return {mode: _convert(saved, mode, representative) for mode in modes}
+        flatbuffers = {mode: _convert(saved, mode, representative, quantized) for mode in modes}
+    if quantized and "int8" in flatbuffers:
+        left = float_ops(flatbuffers["int8"])
+        if left:
+            raise QuantizationError(f"the int8 conversion of the quantization-aware model left {', '.join(left)} in "
+                                    f"float")
+    return flatbuffers
 
 
-def _convert(saved: str, mode: str, representative) -> bytes:
+class QuantizationError(UserError, RuntimeError):
+    """A quantization-aware model did not convert to integer-only compute."""
+
+
+# The compute ops an int8 MobileNet must run on int8 tensors.
+INTEGER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "SOFTMAX", "MUL")
+
+
+def op_types(flatbuffer: bytes) -> list[tuple[str, str]]:
+    """(op name, dtype of its first input) of every op of a .tflite model, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], np.dtype(tensors[op["inputs"][0]]["dtype"]).name)
+            for op in interpreter._get_ops_details() if len(op["inputs"])]
+
+
+def float_ops(flatbuffer: bytes) -> list[str]:
+    """The compute ops (`INTEGER_OPS`) of a .tflite model that run on float tensors."""
+    return sorted({name for name, dtype in op_types(flatbuffer) if name in INTEGER_OPS and dtype.startswith("float")})
+
+
+def _convert(saved: str, mode: str, representative, quantized: bool = False) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8" and quantized:
+        # The fake-quant ops carry every range: no representative data, and no supported_ops
+        # (TFLITE_BUILTINS_INT8 alone would demand a representative dataset).
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
     elif mode == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         # The uint8 input is the raw pixel (scale 1, zero point 0) only if calibration saw both 0
@@ -84,23 +122,24 @@ def _convert(saved: str, mode: str, representative) -> bytes:
 
 def write_models(model: keras.Model, cfg: Config, export_base: str, modes,
                  representative: np.ndarray | None = None) -> dict[str, str]:
-    """Write `<export_base>/tflite/model_<mode>.tflite`, labels.txt and model_info.json; {mode: path}."""
-    flatbuffers = convert(export.serving_model(model, cfg), cfg.model.image_size, modes, representative)
-    directory = os.path.join(export_base, DIR)
-    os.makedirs(directory, exist_ok=True)
-    info = {
-        "image_size": list(cfg.model.image_size),
-        "crop_fraction": cfg.data.eval_crop_fraction,
-        "input": "RGB pixels 0-255 [1, H, W, 3]: center crop of crop_fraction of the shorter side, "
-                 "bilinear resize to image_size",
-        "model": f"{cfg.model.name} alpha {cfg.model.alpha}",
-    }
-    write_atomic(os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in cfg.model.class_names).encode())
-    write_atomic(os.path.join(directory, INFO_FILE), json.dumps(info, indent=1).encode())
+    """Write `<export_base>/tflite/model_<mode>.tflite`, labels.txt and model_info.json; {mode: path}.
+
+    Of a quantization-aware run, `int8` is converted from the fake-quantized model's own ranges
+    (never calibrated) and the other modes from the float model underneath it.
+    """
+    flatbuffers = {}
+    float_modes = [mode for mode in modes if not (cfg.model.qat and mode == "int8")]
+    if float_modes:
+        flatbuffers.update(convert(export.serving_model(model, cfg, quantized=False), cfg.model.image_size,
+                                   float_modes, representative))
+    if cfg.model.qat and "int8" in modes:
+        flatbuffers.update(convert(export.serving_model(model, cfg), cfg.model.image_size, ["int8"], quantized=True))
+    export.write_sidecar(os.path.join(export_base, DIR), cfg, layout="NHWC [1, H, W, 3]",
+                         int8="quantization-aware training" if cfg.model.qat else "post-training, calibrated")
     paths = {}
-    for mode, flatbuffer in flatbuffers.items():
+    for mode in modes:
         paths[mode] = model_path(export_base, mode)
-        write_atomic(paths[mode], flatbuffer)
+        write_atomic(paths[mode], flatbuffers[mode])
     return paths
 
 

@@ -37,11 +37,11 @@ class Diverged(UserError, FloatingPointError):
 
 
 def model_dir_for(cfg: Config) -> str:
-    """`--model_dir`, or runs/<model>_<dataset> (the data set name made path-safe)."""
+    """`--model_dir`, or runs/<model>_<dataset>[_qat] (the data set name made path-safe)."""
     if cfg.train.model_dir:
         return cfg.train.model_dir
     name = cfg.data.dataset.replace(":", "_").replace("/", "_").strip("_")
-    return os.path.join("runs", f"{cfg.model.name}_{name}")
+    return os.path.join("runs", f"{cfg.model.name}_{name}{'_qat' if cfg.model.qat else ''}")
 
 
 def build_train_model(cfg: Config) -> keras.Model:

@@ -215,12 +215,20 @@ def test_presets_document_command_and_accuracy():
     source = open(os.path.join(REPO, "mobilenet_tf", "config.py")).read()
     for name in config.PRESETS:
         assert f"--preset={name}" in source or name == "digits"
-    assert "72.33" in source and "72.72" in source and "71.0" in source
+    assert "72.33" in source and "72.72" in source and "71.0" in source and "72.79" in source and "71.78" in source
     v1, v2 = config.MOBILENET_V1_IMAGENET, config.MOBILENET_V2_IMAGENET
     assert (v1.train.decay_rate, v2.train.decay_rate) == (0.94, 0.96)
     for preset in (v1, v2):
         assert (preset.model.dropout, preset.model.bn_momentum, preset.model.weight_decay) == (0.2, 0.997, 1e-5)
         assert (preset.train.label_smoothing, preset.train.warmup_epochs, preset.train.epochs) == (0.1, 5.0, 500)
+    qat, quant = config.MOBILENET_V2_QAT_IMAGENET, config.MOBILENET_V2_QUANT_IMAGENET
+    assert qat.model.qat and quant.model.qat
+    assert (qat.train.learning_rate, qat.train.batch_size, qat.train.decay_rate, qat.train.decay_epochs) == \
+        (1e-4, 512, 0.9, 0.5)
+    assert (qat.train.epochs, qat.train.label_smoothing, qat.model.weight_decay, qat.model.dropout) == \
+        (100, 0.1, 1e-7, 0.1)
+    assert (quant.train.epochs, quant.train.optimizer, quant.train.label_smoothing, quant.model.weight_decay) == \
+        (60, "momentum", 0.1, 4e-5)
 
 
 def _legacy_h5(model, path):

@@ -3,6 +3,7 @@
     mobilenet-eval --model_dir=runs/mobilenet_v2_digits
     mobilenet-eval --saved_model=runs/mobilenet_v2_digits/export/1 --dataset=digits
     mobilenet-eval --tflite=runs/mobilenet_v2_digits/export/tflite/model_int8.tflite
+    mobilenet-eval --onnx=runs/mobilenet_v2_digits/export/onnx/model.onnx
 
 The last line printed is JSON: {"top1": ..., "top5": ..., "examples": ...}.
 """
@@ -45,7 +46,7 @@ def main(argv):
             strategy = distribute.get_strategy("auto")
             metrics = evaluate.evaluate(strategy, model, evaluate.eval_dataset(strategy, info, cfg))
         else:
-            classifier = predict.load(path)
+            classifier = predict.load(path, providers=FLAGS.onnx_providers or None)
             check_classes(len(classifier.class_names), info, data.dataset)
             metrics = predict.evaluate(classifier, info, batch_size=FLAGS.batch_size or 64)
     print(json.dumps(metrics), flush=True)

@@ -3,7 +3,8 @@
     mobilenet-export --model_dir=runs/mobilenet_v2_digits --tflite=float32,int8
 
 writes runs/mobilenet_v2_digits/export/<next version>/ and export/tflite/model_{float32,int8}.tflite
-(int8 calibrated on --representative_examples training images).
+(int8 calibrated on --representative_examples training images, or, for a --qat run, from the ranges
+it learned); --onnx adds export/onnx/model.onnx.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main(argv):
         model_dir, checkpoint_path, cfg, version = flags.export_job_from_flags()
     except flags.FlagError as error:
         cli.fail(COMMAND, str(error))
-    from mobilenet_tf import export, tflite
+    from mobilenet_tf import export, onnx_export, tflite
     from mobilenet_tf.checkpoint import restore_model
     from mobilenet_tf.data import sources
 
@@ -36,12 +37,16 @@ def main(argv):
         print(f"SavedModel {path}", flush=True)
         if cfg.export.tflite:
             representative = None
-            if "int8" in cfg.export.tflite:
+            if "int8" in cfg.export.tflite and not cfg.model.qat:  # QAT's int8 is never calibrated
                 info = sources.resolve(cfg.data)
                 representative = tflite.representative_pixels(info, cfg, cfg.export.representative_examples)
             for mode, tflite_path in tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
                                                          representative).items():
                 print(f"TFLite {mode} {tflite_path}", flush=True)
+        if cfg.export.onnx:
+            path = onnx_export.write_model(model, cfg, cfg.export.export_dir, cfg.export.onnx_opset,
+                                           cfg.export.onnx_nchw)
+            print(f"ONNX {path}", flush=True)
 
 
 def run():

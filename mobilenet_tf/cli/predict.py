@@ -35,7 +35,7 @@ def main(argv):
 
     cli.show_progress_logs()
     with cli.one_line_errors(COMMAND):
-        classifier = predict.load(path, ema=FLAGS.ema)
+        classifier = predict.load(path, ema=FLAGS.ema, providers=FLAGS.onnx_providers or None)
     k = min(FLAGS.top_k, len(classifier.class_names))
     width = max(len(f) for f in files)
     name_width = min(max(len("class"), *(len(name) for name in classifier.class_names)), 40)

@@ -4,6 +4,7 @@ import math
 
 import keras
 
+from mobilenet_tf.models import quantize
 from mobilenet_tf.models.mobilenet_v1 import mobilenet_v1
 from mobilenet_tf.models.mobilenet_v2 import mobilenet_v2
 
@@ -37,6 +38,7 @@ def build_model(
     weight_decay=0.0,
     channels=3,
     sync_bn=False,
+    quant=None,
 ):
     """Builds a MobileNet whose layer names match keras.applications'.
 
@@ -58,6 +60,8 @@ def build_model(
       channels: input channels.
       sync_bn: BatchNormalization(synchronized=True): statistics over the global batch of all
         replicas, so a multi-replica run normalizes as one device would.
+      quant: a `quantize.QuantScheme`: build the fake-quantized twin (quantization-aware
+        training), with the same layer names and weights plus the quantizers'.
 
     Returns:
       A `keras.Model` named like keras.applications' (`mobilenet_v2_1.00_224`, or
@@ -88,6 +92,7 @@ def build_model(
         weight_decay=weight_decay,
         include_preprocessing=include_preprocessing,
         sync_bn=sync_bn,
+        quant=quant,
         name=f"{name}_{alpha:0.2f}_{size_text}",
     )
 
@@ -125,11 +130,12 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
     `weight_decay` overrides the config's L2 (the trainer passes 0 when AdamW decays weights).
     """
     m = model_cfg
+    quant = quantize.QuantScheme(m.qat_freeze_bn_steps, m.qat_freeze_range_steps) if m.qat else None
     return build_model(
         m.name, alpha=m.alpha, image_size=m.image_size, num_classes=m.num_classes, dropout=m.dropout,
         bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
         weight_decay=m.weight_decay if weight_decay is None else weight_decay,
-        include_preprocessing=include_preprocessing, sync_bn=m.sync_bn,
+        include_preprocessing=include_preprocessing, sync_bn=m.sync_bn, quant=quant,
     )
 
 
@@ -139,22 +145,37 @@ HEAD_LAYERS = ("conv_preds", "predictions")
 
 def copy_weights(source, target, skip=()):
     """Copies each weight-bearing layer of `target` (but those named in `skip`) from the layer of
-    the same name in `source`.
+    the same name in `source`, weight by weight name.
 
-    This is how keras.applications weights, checkpoints of other input sizes and the exported
-    (0-255 input) twin of a trained model are filled in.
+    This is how keras.applications weights, checkpoints of other input sizes, the exported
+    (0-255 input) twin of a trained model, and float and quantized twins fill each other in.
+    Quantization state (`quantize.STATE_WEIGHTS`: activation ranges, step counters), which float
+    models lack, is copied when both sides have it and otherwise left as it is.
 
     Raises:
-      ValueError: when a layer is missing from `source` or its weight shapes differ.
+      ValueError: when a layer or weight is missing from `source` or a weight's shape differs.
     """
     for layer in target.layers:
         if not layer.weights or layer.name in skip:
             continue
         try:
-            weights = source.get_layer(layer.name).get_weights()
+            weights = {_short_name(w): w for w in source.get_layer(layer.name).weights}
         except ValueError:
+            if all(_short_name(w) in quantize.STATE_WEIGHTS for w in layer.weights):
+                continue  # a quantizer that the float source has no counterpart for
             raise ValueError(f"{source.name} has no layer {layer.name!r} to copy weights from") from None
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [w.shape for w in weights] != expected:
-            raise ValueError(f"layer {layer.name!r}: weight shapes {[w.shape for w in weights]} != {expected}")
-        layer.set_weights(weights)
+        for weight in layer.weights:
+            name = _short_name(weight)
+            if name not in weights:
+                if name in quantize.STATE_WEIGHTS:
+                    continue
+                raise ValueError(f"layer {layer.name!r} of {source.name} has no weight {name!r}")
+            value = weights[name].numpy()
+            if tuple(value.shape) != tuple(weight.shape):
+                raise ValueError(f"layer {layer.name!r}: weight {name} has shape {tuple(value.shape)} != "
+                                 f"{tuple(weight.shape)}")
+            weight.assign(value)
+
+
+def _short_name(weight) -> str:
+    return weight.path.rsplit("/", 1)[-1]

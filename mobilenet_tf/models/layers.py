@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from mobilenet_tf.models import quantize
+
 # FusedBatchNormV3 raises smaller epsilons to this.
 _FUSED_MIN_EPSILON = 1.001e-5
 
@@ -127,17 +129,45 @@ def regularizer(weight_decay):
     return keras.regularizers.L2(weight_decay / 2)
 
 
-def depthwise_conv(x, strides, pad_name, name):
-    """3x3 depthwise conv, padded explicitly when strided; the twin of both families' blocks.
+def conv_bn(x, conv, bn_name, bn, quant=None):
+    """`conv` (a Conv2D or DepthwiseConv2D layer, not yet called), then a BatchNormalization named
+    `bn_name` with settings `bn`.
+
+    In a quantized twin (`quant`, a `quantize.QuantScheme`) the convolution is its fake-quantized
+    twin, which folds the batch norm; the batch norm layer keeps its name and weights and passes
+    its input through (see `quantize`).
+    """
+    if quant is None:
+        return BatchNormalization(name=bn_name, **bn)(conv(x))
+    norm = quantize.FoldedBatchNormalization(name=bn_name, momentum=bn["momentum"], epsilon=bn["epsilon"])
+    return norm(quantize.quantized_conv(conv, norm, quant)(x))
+
+
+def quantized(x, name, quant=None):
+    """`x` fake-quantized per tensor by an activation quantizer named `name` in a quantized twin;
+    `x` itself otherwise."""
+    return x if quant is None else quantize.ActivationQuantizer(quant, name=name)(x)
+
+
+def relu6(x, name, quant=None):
+    """ReLU6 named `name` (fake-quantized after it, by `<name>_quant`, in a quantized twin)."""
+    return quantized(layers.ReLU(6.0, name=name)(x), f"{name}_quant", quant)
+
+
+def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None):
+    """3x3 depthwise conv, padded explicitly when strided, then its batch norm (see `conv_bn`);
+    the twin of both families' blocks.
 
     Args:
       x: NHWC feature map.
       strides: 1 or 2.
       pad_name: name of the ZeroPadding2D layer added when `strides` is 2.
       name: name of the DepthwiseConv2D layer.
+      bn_name, bn: name and settings of its BatchNormalization.
+      quant: a `quantize.QuantScheme` for the quantized twin, else None.
 
     Returns:
-      The depthwise conv output (no BN, no activation). The kernel is not regularized, see
+      The normalized depthwise conv output (no activation). The kernel is not regularized, see
       `regularizer`.
     """
     if strides == 1:
@@ -145,24 +175,35 @@ def depthwise_conv(x, strides, pad_name, name):
     else:
         x = layers.ZeroPadding2D(correct_pad(x.shape[1:3], 3), name=pad_name)(x)
         padding = "valid"
-    return layers.DepthwiseConv2D(
-        3, strides=strides, padding=padding, use_bias=False, name=name
-    )(x)
+    conv = layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False, name=name)
+    return conv_bn(x, conv, bn_name, bn, quant)
 
 
-def image_input(input_shape, include_preprocessing):
+def image_input(input_shape, include_preprocessing, quant=None):
     """The model input, plus in-model scaling of 0-255 pixels to [-1, 1] when asked.
 
     Args:
       input_shape: (height, width, channels).
       include_preprocessing: if True the model takes 0-255 pixels; if False it takes pixels
         already in [-1, 1], keras.applications' convention (`mobilenet.preprocess_input`).
+      quant: a `quantize.QuantScheme` for the quantized twin, else None. The twin quantizes its
+        input at the entrance: the 0-255 pixels (scale 1, what an int8 model's uint8 input holds)
+        and the [-1, 1] pixels, both over fixed ranges.
 
     Returns:
       (inputs, x): the `keras.Input` and the tensor the stem conv consumes.
     """
     inputs = keras.Input(shape=input_shape)
     x = inputs
-    if include_preprocessing:
+    if include_preprocessing and quant is None:
         x = layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(x)
+    elif include_preprocessing:
+        # The scaling in two quantized steps (x / 127.5 in [0, 2], then - 1): an int8 MUL and ADD,
+        # where one Rescaling would leave both in float between the two quantizers.
+        x = quantize.ActivationQuantizer(quant, fixed_range=(0.0, 255.0), name="pixels_quant")(x)
+        x = layers.Rescaling(1 / 127.5, name="rescale")(x)
+        x = quantize.ActivationQuantizer(quant, fixed_range=(0.0, 2.0), name="rescale_quant")(x)
+        x = layers.Rescaling(1.0, offset=-1.0, name="recenter")(x)
+    if quant is not None:
+        x = quantize.ActivationQuantizer(quant, fixed_range=(-1.0, 1.0), name="input_quant")(x)
     return inputs, x

@@ -12,7 +12,8 @@ identical.
 import keras
 from keras import layers
 
-from mobilenet_tf.models.layers import BatchNormalization, depthwise_conv, head_dtype, image_input, regularizer
+from mobilenet_tf.models import quantize
+from mobilenet_tf.models.layers import conv_bn, depthwise_conv_bn, head_dtype, image_input, quantized, regularizer, relu6
 
 # The 13 depthwise-separable blocks of the paper's Table 1, as (pointwise filters, stride);
 # block ids start at 1 as in keras.applications.
@@ -34,36 +35,21 @@ BLOCKS = (
 STEM_FILTERS = 32
 
 
-def _conv_block(x, filters, *, strides, bn, kernel_regularizer):
+def _conv_block(x, filters, *, strides, bn, kernel_regularizer, quant):
     """Full 3x3 conv + BN + ReLU6: the stem."""
-    x = layers.Conv2D(
-        filters,
-        3,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_regularizer=kernel_regularizer,
-        name="conv1",
-    )(x)
-    x = BatchNormalization(name="conv1_bn", **bn)(x)
-    return layers.ReLU(6.0, name="conv1_relu")(x)
+    conv = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                         kernel_regularizer=kernel_regularizer, name="conv1")
+    return relu6(conv_bn(x, conv, "conv1_bn", bn, quant), "conv1_relu", quant)
 
 
-def _depthwise_conv_block(x, filters, *, strides, block_id, bn, kernel_regularizer):
+def _depthwise_conv_block(x, filters, *, strides, block_id, bn, kernel_regularizer, quant):
     """Depthwise 3x3 + BN + ReLU6, then pointwise 1x1 + BN + ReLU6 (paper Fig. 3, right)."""
-    x = depthwise_conv(x, strides, pad_name=f"conv_pad_{block_id}", name=f"conv_dw_{block_id}")
-    x = BatchNormalization(name=f"conv_dw_{block_id}_bn", **bn)(x)
-    x = layers.ReLU(6.0, name=f"conv_dw_{block_id}_relu")(x)
-    x = layers.Conv2D(
-        filters,
-        1,
-        padding="same",
-        use_bias=False,
-        kernel_regularizer=kernel_regularizer,
-        name=f"conv_pw_{block_id}",
-    )(x)
-    x = BatchNormalization(name=f"conv_pw_{block_id}_bn", **bn)(x)
-    return layers.ReLU(6.0, name=f"conv_pw_{block_id}_relu")(x)
+    x = depthwise_conv_bn(x, strides, pad_name=f"conv_pad_{block_id}", name=f"conv_dw_{block_id}",
+                          bn_name=f"conv_dw_{block_id}_bn", bn=bn, quant=quant)
+    x = relu6(x, f"conv_dw_{block_id}_relu", quant)
+    pointwise = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
+                              name=f"conv_pw_{block_id}")
+    return relu6(conv_bn(x, pointwise, f"conv_pw_{block_id}_bn", bn, quant), f"conv_pw_{block_id}_relu", quant)
 
 
 def mobilenet_v1(
@@ -78,6 +64,7 @@ def mobilenet_v1(
     weight_decay,
     include_preprocessing=False,
     sync_bn=False,
+    quant=None,
     name="mobilenet_v1",
 ):
     """Builds MobileNet V1 as a functional Keras model. Arguments are trusted (see build_model).
@@ -93,6 +80,7 @@ def mobilenet_v1(
       weight_decay: L2 on Conv2D kernels, including the 1x1 classifier; see `regularizer`.
       include_preprocessing: if True the model takes 0-255 pixels, else [-1, 1].
       sync_bn: batch statistics over the global batch under a distribution strategy.
+      quant: a `quantize.QuantScheme` to build the fake-quantized twin, else None.
       name: model name.
 
     Returns:
@@ -101,22 +89,23 @@ def mobilenet_v1(
     """
     bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
     reg = regularizer(weight_decay)
-    inputs, x = image_input(input_shape, include_preprocessing)
-    x = _conv_block(x, int(STEM_FILTERS * alpha), strides=2, bn=bn, kernel_regularizer=reg)
+    inputs, x = image_input(input_shape, include_preprocessing, quant)
+    x = _conv_block(x, int(STEM_FILTERS * alpha), strides=2, bn=bn, kernel_regularizer=reg, quant=quant)
     for block_id, (filters, strides) in enumerate(BLOCKS, start=1):
         x = _depthwise_conv_block(
             x, int(filters * alpha), strides=strides, block_id=block_id, bn=bn,
-            kernel_regularizer=reg,
+            kernel_regularizer=reg, quant=quant,
         )
     if include_top:
         # The classifier is a 1x1 conv on the pooled map, not a Dense, because that is how the
         # published checkpoints store it.
-        x = layers.GlobalAveragePooling2D(keepdims=True)(x)
+        x = quantized(layers.GlobalAveragePooling2D(keepdims=True)(x), "pool_quant", quant)
         if dropout > 0:
             x = layers.Dropout(dropout, name="dropout")(x)
-        x = layers.Conv2D(
-            num_classes, 1, padding="same", kernel_regularizer=reg, name="conv_preds"
-        )(x)
+        preds = layers.Conv2D(num_classes, 1, padding="same", kernel_regularizer=reg, name="conv_preds")
+        if quant is not None:
+            preds = quantize.quantized_conv(preds, None, quant)
+        x = quantized(preds(x), "conv_preds_quant", quant)
         x = layers.Reshape((num_classes,), name="reshape_2")(x)
         # Mixed-precision models still return float32 probabilities.
         x = layers.Activation("softmax", dtype=head_dtype(), name="predictions")(x)

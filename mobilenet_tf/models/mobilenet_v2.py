@@ -6,13 +6,16 @@ Layer names are those of `keras.applications.MobileNetV2`, so its weights copy o
 import keras
 from keras import layers
 
+from mobilenet_tf.models import quantize
 from mobilenet_tf.models.layers import (
-    BatchNormalization,
-    depthwise_conv,
+    conv_bn,
+    depthwise_conv_bn,
     head_dtype,
     image_input,
     make_divisible,
+    quantized,
     regularizer,
+    relu6,
 )
 
 # The paper's Table 2 as (expansion t, output channels c, repeats n, first stride s).
@@ -34,7 +37,7 @@ STEM_FILTERS = 32
 LAST_FILTERS = 1280
 
 
-def _inverted_res_block(x, *, expansion, filters, stride, block_id, bn, kernel_regularizer):
+def _inverted_res_block(x, *, expansion, filters, stride, block_id, bn, kernel_regularizer, quant):
     """Expand 1x1 + depthwise 3x3 + linear project 1x1, with a residual when shapes allow.
 
     Block 0 has expansion 1 and no expand conv; keras.applications names it `expanded_conv_`.
@@ -43,31 +46,19 @@ def _inverted_res_block(x, *, expansion, filters, stride, block_id, bn, kernel_r
     inputs = x
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
     if expansion != 1:
-        x = layers.Conv2D(
-            expansion * in_channels,
-            1,
-            padding="same",
-            use_bias=False,
-            kernel_regularizer=kernel_regularizer,
-            name=f"{prefix}expand",
-        )(x)
-        x = BatchNormalization(name=f"{prefix}expand_BN", **bn)(x)
-        x = layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
-    x = depthwise_conv(x, stride, pad_name=f"{prefix}pad", name=f"{prefix}depthwise")
-    x = BatchNormalization(name=f"{prefix}depthwise_BN", **bn)(x)
-    x = layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
+        expand = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False,
+                               kernel_regularizer=kernel_regularizer, name=f"{prefix}expand")
+        x = conv_bn(x, expand, f"{prefix}expand_BN", bn, quant)
+        x = relu6(x, f"{prefix}expand_relu", quant)
+    x = depthwise_conv_bn(x, stride, pad_name=f"{prefix}pad", name=f"{prefix}depthwise",
+                          bn_name=f"{prefix}depthwise_BN", bn=bn, quant=quant)
+    x = relu6(x, f"{prefix}depthwise_relu", quant)
     # Linear bottleneck: no activation after the projection (paper section 3.2).
-    x = layers.Conv2D(
-        filters,
-        1,
-        padding="same",
-        use_bias=False,
-        kernel_regularizer=kernel_regularizer,
-        name=f"{prefix}project",
-    )(x)
-    x = BatchNormalization(name=f"{prefix}project_BN", **bn)(x)
+    project = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
+                            name=f"{prefix}project")
+    x = quantized(conv_bn(x, project, f"{prefix}project_BN", bn, quant), f"{prefix}project_quant", quant)
     if stride == 1 and in_channels == filters:
-        x = layers.Add(name=f"{prefix}add")([inputs, x])
+        x = quantized(layers.Add(name=f"{prefix}add")([inputs, x]), f"{prefix}add_quant", quant)
     return x
 
 
@@ -83,6 +74,7 @@ def mobilenet_v2(
     weight_decay,
     include_preprocessing=False,
     sync_bn=False,
+    quant=None,
     name="mobilenet_v2",
 ):
     """Builds MobileNet V2 as a functional Keras model. Arguments are trusted (see build_model).
@@ -98,6 +90,7 @@ def mobilenet_v2(
       weight_decay: L2 on Conv2D and Dense kernels; see `regularizer`.
       include_preprocessing: if True the model takes 0-255 pixels, else [-1, 1].
       sync_bn: batch statistics over the global batch under a distribution strategy.
+      quant: a `quantize.QuantScheme` to build the fake-quantized twin, else None.
       name: model name.
 
     Returns:
@@ -106,35 +99,26 @@ def mobilenet_v2(
     """
     bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
     reg = regularizer(weight_decay)
-    inputs, x = image_input(input_shape, include_preprocessing)
-    x = layers.Conv2D(
-        make_divisible(STEM_FILTERS * alpha),
-        3,
-        strides=2,
-        padding="same",
-        use_bias=False,
-        kernel_regularizer=reg,
-        name="Conv1",
-    )(x)
-    x = BatchNormalization(name="bn_Conv1", **bn)(x)
-    x = layers.ReLU(6.0, name="Conv1_relu")(x)
+    inputs, x = image_input(input_shape, include_preprocessing, quant)
+    stem = layers.Conv2D(make_divisible(STEM_FILTERS * alpha), 3, strides=2, padding="same", use_bias=False,
+                         kernel_regularizer=reg, name="Conv1")
+    x = relu6(conv_bn(x, stem, "bn_Conv1", bn, quant), "Conv1_relu", quant)
     for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
         x = _inverted_res_block(
             x, expansion=expansion, filters=make_divisible(int(filters * alpha)),
-            stride=stride, block_id=block_id, bn=bn, kernel_regularizer=reg,
+            stride=stride, block_id=block_id, bn=bn, kernel_regularizer=reg, quant=quant,
         )
     last_filters = make_divisible(LAST_FILTERS * alpha) if alpha > 1.0 else LAST_FILTERS
-    x = layers.Conv2D(last_filters, 1, use_bias=False, kernel_regularizer=reg, name="Conv_1")(x)
-    x = BatchNormalization(name="Conv_1_bn", **bn)(x)
-    x = layers.ReLU(6.0, name="out_relu")(x)
+    last = layers.Conv2D(last_filters, 1, use_bias=False, kernel_regularizer=reg, name="Conv_1")
+    x = relu6(conv_bn(x, last, "Conv_1_bn", bn, quant), "out_relu", quant)
     if include_top:
-        x = layers.GlobalAveragePooling2D()(x)
+        x = quantized(layers.GlobalAveragePooling2D()(x), "pool_quant", quant)
         if dropout > 0:
             x = layers.Dropout(dropout, name="dropout")(x)
         # Mixed-precision models still return float32 probabilities; the kernel is float32
         # under float32 and mixed policies alike, so weights still copy by name.
-        x = layers.Dense(
-            num_classes, activation="softmax", kernel_regularizer=reg, dtype=head_dtype(),
-            name="predictions",
-        )(x)
+        dense = quantize.QuantDense if quant is not None else layers.Dense
+        extra = {"scheme": quant} if quant is not None else {}
+        x = dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype=head_dtype(),
+                  name="predictions", **extra)(x)
     return keras.Model(inputs, x, name=name)

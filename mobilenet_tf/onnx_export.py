@@ -1,0 +1,119 @@
+"""ONNX export of the pixel model, and an ONNX Runtime runner.
+
+`<export_dir>/onnx/model.onnx` takes `images`, float32 RGB pixels 0-255 `[batch, H, W, 3]` (or
+`[batch, 3, H, W]` with `nchw`), preprocessed as evaluation does (center crop, bilinear resize:
+`model_info.json` beside it says how), normalizes inside and returns `probabilities`
+`[batch, classes]`; the batch axis is named `batch`. The encoded-bytes signature of the SavedModel
+has no ONNX counterpart (ONNX has no image decoder).
+
+Converted by tf2onnx 1.17.0, the only release that installs beside TensorFlow 2.21; opset 17 by
+default (18 turns the pooling into ReduceMean between two Transposes; tf2onnx 1.17 refuses 19 and
+up). Our fused batch norm folds into the convolutions. A quantization-aware run's fake-quant ops
+become QuantizeLinear/DequantizeLinear pairs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from mobilenet_tf import export
+from mobilenet_tf.config import Config
+from mobilenet_tf.errors import UserError
+from mobilenet_tf.rundir import write_atomic
+
+DIR = "onnx"
+FILE = "model.onnx"
+OPSETS = range(13, 19)  # what tf2onnx 1.17.0 converts our models to
+DEFAULT_OPSET = 17
+INPUT, OUTPUT = "images", "probabilities"
+INSTALL = "pip install -e .[onnx] (tf2onnx 1.17.0, onnx and onnxruntime)"
+
+
+class OnnxError(UserError, RuntimeError):
+    """The ONNX extra is missing, or a model could not be converted; the message says what to do."""
+
+
+def model_path(export_base: str) -> str:
+    return os.path.join(export_base, DIR, FILE)
+
+
+def _tf2onnx():
+    try:
+        import tf2onnx  # noqa: F401
+        import tf2onnx.convert
+    except ImportError as error:
+        raise OnnxError(f"--onnx needs tf2onnx, which is not installed ({error}); {INSTALL}") from None
+    return tf2onnx.convert
+
+
+def convert(model, image_size, opset: int = DEFAULT_OPSET, nchw: bool = False):
+    """The onnx.ModelProto of the 0-255 pixel `model` (see `export.serving_model`)."""
+    tf2onnx_convert = _tf2onnx()
+    import onnx
+
+    spec = [tf.TensorSpec([None, *image_size, 3], tf.float32, name=INPUT)]
+    try:
+        proto, _ = tf2onnx_convert.from_function(
+            tf.function(lambda images: model(images, training=False)), input_signature=spec, opset=opset,
+            inputs_as_nchw=[INPUT] if nchw else None,
+        )
+    except Exception as error:  # tf2onnx raises bare Exceptions and ValueErrors for unsupported ops
+        first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise OnnxError(f"tf2onnx could not convert this model to opset {opset}: {first}") from None
+    _rename_output(proto, OUTPUT)
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _rename_output(proto, name: str) -> None:
+    """Name the graph's (single) output `name`, in the graph and in the node producing it."""
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [name if out == old else out for out in node.output]
+        node.input[:] = [name if inp == old else inp for inp in node.input]
+    proto.graph.output[0].name = name
+
+
+def write_model(model, cfg: Config, export_base: str, opset: int = DEFAULT_OPSET, nchw: bool = False) -> str:
+    """Write `<export_base>/onnx/model.onnx` with labels.txt and model_info.json; its path."""
+    proto = convert(export.serving_model(model, cfg), cfg.model.image_size, opset, nchw)
+    directory = os.path.join(export_base, DIR)
+    h, w = cfg.model.image_size
+    export.write_sidecar(directory, cfg, layout=f"NCHW [batch, 3, {h}, {w}]" if nchw else f"NHWC [batch, {h}, {w}, 3]",
+                         input=INPUT, output=OUTPUT, opset=opset)
+    path = model_path(export_base)
+    write_atomic(path, proto.SerializeToString())
+    return path
+
+
+class OnnxModel:
+    """An ONNX classifier on ONNX Runtime: float 0-255 pixels [n, H, W, 3] -> float32 probabilities.
+
+    NCHW models get their input transposed here, so callers always pass NHWC pixels.
+    """
+
+    def __init__(self, path: str, providers=None, num_threads: int | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise OnnxError(f"running an ONNX model needs onnxruntime ({error}); {INSTALL}") from None
+        options = onnxruntime.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(path, options, providers=list(providers or ["CPUExecutionProvider"]))
+        shape = self.session.get_inputs()[0].shape
+        self.nchw = shape[1] == 3 and shape[3] != 3
+        self.image_size = (int(shape[2]), int(shape[3])) if self.nchw else (int(shape[1]), int(shape[2]))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels, np.float32)
+        if self.nchw:
+            pixels = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+        return self.session.run([OUTPUT], {self.input_name: pixels})[0]
