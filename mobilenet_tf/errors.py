@@ -26,7 +26,8 @@ def tf_message(error: Exception) -> str:
     """The human part of a TensorFlow error: an assertion's own message, without op names, node
     references or the Python stack that graph errors carry ("Detected at node ... File ...")."""
     text = getattr(error, "message", None) or str(error)
-    asserted = re.search(r"assertion failed: ((?:\[[^\]]*\]\s*)+)", text)
+    # An assertion's data: "assertion failed: [part] [part]", then TF's "[[{{node ...}}]]".
+    asserted = re.search(r"assertion failed: ((?:\[(?!\[|\{\{)[^\]]*\]\s*)+)", text)
     if asserted:
         return " ".join(part.strip() for part in re.findall(r"\[([^\]]*)\]", asserted.group(1)))
     lines, in_stack = [], False

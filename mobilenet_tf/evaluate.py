@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf.config import Config
@@ -20,7 +21,9 @@ def eval_dataset(strategy: tf.distribute.Strategy, info: tfrecord.DatasetInfo, c
 
 
 def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model):
-    """A tf.function: distributed batch -> summed [top-1 hits, top-5 hits, examples]."""
+    """A tf.function: distributed batch -> (summed [top-1 hits, top-5 hits, examples], summed
+    confusion matrix [true, predicted])."""
+    num_classes = model.output_shape[-1]
 
     def replica_step(images, labels):
         probabilities = tf.cast(model(images, training=False), tf.float32)
@@ -31,20 +34,30 @@ def make_eval_step(strategy: tf.distribute.Strategy, model: keras.Model):
         _, top = tf.math.top_k(probabilities, k)
         correct = tf.equal(top, labels[:, None])
         hits = [tf.reduce_sum(real * tf.cast(tf.reduce_any(correct[:, :n], axis=1), tf.float32)) for n in (1, k)]
-        return tf.stack(hits + [tf.reduce_sum(real)])
+        confusion = tf.math.confusion_matrix(tf.maximum(labels, 0), top[:, 0], num_classes=num_classes,
+                                             weights=real, dtype=tf.float32)
+        return tf.stack(hits + [tf.reduce_sum(real)]), confusion
 
     @tf.function
     def step(batch):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=batch), axis=None)
+        totals, confusion = strategy.run(replica_step, args=batch)
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, totals, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, confusion, axis=None))
 
     return step
 
 
-def evaluate(strategy, model, dataset, step=None) -> dict:
-    """{"top1", "top5", "examples"} of `model` over the distributed `dataset`."""
+def evaluate(strategy, model, dataset, step=None, with_confusion: bool = False):
+    """{"top1", "top5", "examples"} of `model` over the distributed `dataset`; with
+    `with_confusion`, (that, the int64 confusion matrix [true class, predicted class])."""
     step = step or make_eval_step(strategy, model)
-    totals = tf.zeros([3])
+    totals, confusion = tf.zeros([3]), None
     for batch in dataset:
-        totals += step(batch)
+        batch_totals, batch_confusion = step(batch)
+        totals += batch_totals
+        confusion = batch_confusion if confusion is None else confusion + batch_confusion
     top1, top5, examples = (float(v) for v in totals.numpy())
-    return {"top1": top1 / max(examples, 1), "top5": top5 / max(examples, 1), "examples": int(examples)}
+    metrics = {"top1": top1 / max(examples, 1), "top5": top5 / max(examples, 1), "examples": int(examples)}
+    if with_confusion:
+        return metrics, np.rint(confusion.numpy()).astype(np.int64)
+    return metrics

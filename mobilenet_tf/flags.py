@@ -263,6 +263,8 @@ def define_eval_flags() -> None:
     flags.DEFINE_string("saved_model", None, "A SavedModel directory (<export_dir>/<version>).")
     flags.DEFINE_string("tflite", None, "A .tflite model written by mobilenet-export.")
     flags.DEFINE_string("onnx", None, "A .onnx model written by mobilenet-export --onnx.")
+    flags.DEFINE_string("report_dir", None, "Also write the evaluation report there: confusion matrix (PNG, CSV), "
+                        "per-class precision/recall/F1, predictions and the worst-misclassified images.")
     flags.DEFINE_list("onnx_providers", [], "ONNX Runtime execution providers, in order of preference (default CPU).")
     flags.DEFINE_string("dataset", None, "Data set whose validation split is scored (default: the run's with "
                         "--model_dir, else digits).")

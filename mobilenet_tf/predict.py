@@ -142,20 +142,34 @@ def top_k(probabilities: np.ndarray, class_names, k: int) -> list[list[tuple[str
     return [[(class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
 
-def evaluate(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation",
-             batch_size: int = 64) -> dict:
-    """{"top1", "top5", "examples"} of `classifier` on the encoded images of `split`.
+def predictions(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation", batch_size: int = 64):
+    """Batches (encoded images, labels, probabilities) of `classifier` on `split`, in file order."""
+    ds = tf.data.TFRecordDataset(info.files(split))
+    ds = ds.map(lambda record: tfrecord.parse(record, info.label_offset, info.keys))
+    for encoded, labels in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
+        yield encoded, labels, classifier.predict(encoded)
+
+
+def scores(labels, probabilities, num_classes: int) -> dict:
+    """{"top1", "top5", "examples"} of probabilities [n, classes] against labels [n].
 
     Ties are broken as `top_k` breaks them (lower class index first), not counted as hits as
     `tf.math.in_top_k` counts them: int8 probabilities come in steps of 1/256, and ties are common.
     """
-    ds = tf.data.TFRecordDataset(info.files(split))
-    ds = ds.map(lambda record: tfrecord.parse(record, info.label_offset, info.keys))
-    k = min(5, len(classifier.class_names))
-    top1 = top5 = examples = 0
-    for encoded, labels in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
-        ranked = np.argsort(-classifier.predict(encoded), axis=-1, kind="stable")[:, :k]
-        top1 += int(np.sum(ranked[:, 0] == labels))
-        top5 += int(np.sum(ranked == labels[:, None]))
-        examples += len(labels)
-    return {"top1": top1 / max(examples, 1), "top5": top5 / max(examples, 1), "examples": examples}
+    labels = np.asarray(labels)
+    ranked = np.argsort(-np.asarray(probabilities), axis=-1, kind="stable")[:, :min(5, num_classes)]
+    examples = len(labels)
+    return {"top1": int(np.sum(ranked[:, 0] == labels)) / max(examples, 1),
+            "top5": int(np.sum(ranked == labels[:, None])) / max(examples, 1), "examples": examples}
+
+
+def evaluate(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation",
+             batch_size: int = 64) -> dict:
+    """{"top1", "top5", "examples"} of `classifier` on the encoded images of `split` (see `scores`)."""
+    labels, probabilities = [], []
+    for _, batch_labels, batch_probabilities in predictions(classifier, info, split, batch_size):
+        labels.append(batch_labels)
+        probabilities.append(batch_probabilities)
+    if not labels:
+        return scores(np.zeros([0], np.int64), np.zeros([0, len(classifier.class_names)]), len(classifier.class_names))
+    return scores(np.concatenate(labels), np.concatenate(probabilities), len(classifier.class_names))

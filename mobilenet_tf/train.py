@@ -259,9 +259,9 @@ def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extr
     if start_step == 0:
         initialize_weights(model, cfg)
     callbacks = [saver, *extra_callbacks]
+    scalars = ScalarsCallback(os.path.join(model_dir, "logs"), global_step) if chief else None
     if chief:
-        callbacks += [ScalarsCallback(os.path.join(model_dir, "logs"), global_step),
-                      keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=True)]
+        callbacks += [scalars, keras.callbacks.CSVLogger(os.path.join(model_dir, "log.csv"), append=True)]
     callbacks = keras.callbacks.CallbackList(
         callbacks, add_progbar=chief, model=model, epochs=t.epochs, steps=steps_per_epoch,
         verbose=1 if sys.stdout.isatty() else 2,
@@ -340,8 +340,10 @@ def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extr
                          loss, top1, logs["lr"], logs["img_per_sec"])
         if step % steps_per_epoch == 0:
             with averaged_weights(model, optimizer), pipeline.naming_bad_records(info, "validation"):
-                metrics = evaluate.evaluate(strategy, model, eval_data, eval_step)
+                metrics, confusion = evaluate.evaluate(strategy, model, eval_data, eval_step, with_confusion=True)
             logs.update(val_top1=metrics["top1"], val_top5=metrics["top5"])
+            if scalars:
+                scalars.confusion_matrix(confusion, cfg.model.class_names)
             callbacks.on_epoch_end(epoch, logs)
     callbacks.on_train_end(logs)
 

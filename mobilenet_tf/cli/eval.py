@@ -5,12 +5,18 @@
     mobilenet-eval --tflite=runs/mobilenet_v2_digits/export/tflite/model_int8.tflite
     mobilenet-eval --onnx=runs/mobilenet_v2_digits/export/onnx/model.onnx
 
-The last line printed is JSON: {"top1": ..., "top5": ..., "examples": ...}.
+The last line printed is JSON: {"top1": ..., "top5": ..., "examples": ...}. With --report_dir=DIR
+it also writes DIR/confusion_matrix.png (and .csv), per_class.csv (precision, recall, F1),
+predictions.csv and worst_misclassified.png (needs the demo extra: matplotlib).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import os
+import sys
+
 from mobilenet_tf import cli
 
 cli.quiet_tensorflow()
@@ -36,7 +42,9 @@ def main(argv):
     cli.show_progress_logs()
     with cli.one_line_errors(COMMAND):
         info = sources.resolve(data)
-        if kind == "checkpoint":
+        if FLAGS.report_dir:
+            metrics = evaluate_with_report(kind, path, info, FLAGS.report_dir)
+        elif kind == "checkpoint":
             # The training loop's own evaluation, on the run's preprocessing.
             model, cfg = restore_model(path, ema=FLAGS.ema)
             classes = cfg.model.num_classes
@@ -50,6 +58,38 @@ def main(argv):
             check_classes(len(classifier.class_names), info, data.dataset)
             metrics = predict.evaluate(classifier, info, batch_size=FLAGS.batch_size or 64)
     print(json.dumps(metrics), flush=True)
+
+
+def evaluate_with_report(kind: str, path: str, info, report_dir: str) -> dict:
+    """Scores and the report, from one set of predictions (any kind of model, through the
+    loader mobilenet-predict uses)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mobilenet_tf import predict, report
+
+    report.pyplot()  # fail before the work when matplotlib is missing
+    classifier = predict.load(path, ema=FLAGS.ema, providers=FLAGS.onnx_providers or None)
+    check_classes(len(classifier.class_names), info, FLAGS.dataset or "the run's data set")
+    labels, probabilities, worst = [], [], []  # worst: the most confidently wrong (confidence, index, bytes)
+    for encoded, batch_labels, batch_probabilities in predict.predictions(classifier, info,
+                                                                         batch_size=FLAGS.batch_size or 64):
+        offset = sum(len(batch) for batch in labels)
+        guesses = np.argmax(batch_probabilities, axis=1)
+        for i in np.flatnonzero(guesses != batch_labels):
+            heapq.heappush(worst, (float(batch_probabilities[i, guesses[i]]), -(offset + i), encoded[i]))
+            if len(worst) > report.WORST_COUNT:
+                heapq.heappop(worst)
+        labels.append(batch_labels)
+        probabilities.append(batch_probabilities)
+    labels, probabilities = np.concatenate(labels), np.concatenate(probabilities)
+    images = {-negated: image for _, negated, image in worst}
+    names = [f"{info.name}/validation/{i}" for i in range(len(labels))]
+    decode = lambda i: tf.io.decode_image(images[i], channels=3, expand_animations=False).numpy()  # noqa: E731
+    paths = report.write_report(report_dir, classifier.class_names, labels, probabilities, names, decode)
+    sys.stderr.write(f"{COMMAND}: report in {os.path.dirname(paths['confusion_png'])}: "
+                     f"{', '.join(sorted(os.path.basename(p) for p in paths.values()))}\n")
+    return predict.scores(labels, probabilities, len(classifier.class_names))
 
 
 def check_classes(num_classes: int, info, dataset: str) -> None:

@@ -1,0 +1,77 @@
+"""`mobilenet-demo`: a web page to upload, drop or paste a photo and see the model's top classes.
+
+    mobilenet-demo --model=runs/mobilenet_v2_digits/export
+    mobilenet-demo --model=runs/mobilenet_v2_digits/export/tflite/model_int8.tflite --port=8080
+
+Serves http://127.0.0.1:7860 (--host, --port) until Ctrl-C; needs the demo extra
+(pip install -e .[demo]). --model takes what mobilenet-predict takes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from mobilenet_tf import cli
+
+cli.quiet_tensorflow()
+
+from absl import flags  # noqa: E402
+
+COMMAND = "mobilenet-demo"
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model", None, "A SavedModel directory (or model base path), a .tflite or .onnx file, or a "
+                    "training run's model_dir.")
+flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
+flags.DEFINE_integer("port", 7860, "Port to listen on.")
+flags.DEFINE_boolean("share", False, "Also publish through a Gradio share link (needs the internet).")
+flags.DEFINE_integer("top_k", 3, "Classes shown per image.")
+flags.DEFINE_float("max_upload_mb", 20, "Uploads over this size are refused.")
+flags.DEFINE_integer("max_batch_size", 16, "Requests answered by one model call at most.")
+flags.DEFINE_string("report_dir", None, "Pictures of mobilenet-eval --report_dir to show (default: <run>/report).")
+flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the weights when the run kept one.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
+    from mobilenet_tf import predict
+
+    if not FLAGS.model or predict.kind_of(FLAGS.model) is None:
+        cli.fail(COMMAND, f"--model={FLAGS.model}: give a SavedModel directory, a .tflite or .onnx file or a "
+                          f"training run's model_dir")
+    for name in ("top_k", "max_batch_size"):
+        if FLAGS[name].value < 1:
+            cli.fail(COMMAND, f"--{name}={FLAGS[name].value}: must be at least 1")
+    if not 1 <= FLAGS.port <= 65535:
+        cli.fail(COMMAND, f"--port={FLAGS.port}: must be between 1 and 65535")
+    if FLAGS.max_upload_mb <= 0:
+        cli.fail(COMMAND, f"--max_upload_mb={FLAGS.max_upload_mb}: must be positive")
+    from mobilenet_tf import demo
+
+    demo.prepare_environment()
+    cli.show_progress_logs()
+    with cli.one_line_errors(COMMAND):
+        app = demo.build_app(FLAGS.model, top_k=FLAGS.top_k, max_upload_mb=FLAGS.max_upload_mb,
+                             max_batch_size=FLAGS.max_batch_size, report_dir=FLAGS.report_dir, ema=FLAGS.ema)
+        # SIGTERM (a supervisor, a test) ends the server like Ctrl-C: the upload directory is removed.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            # One model call at a time; the queue gathers waiting requests into batches for it.
+            _, url, share_url = app.queue(default_concurrency_limit=1).launch(
+                server_name=FLAGS.host, server_port=FLAGS.port, share=FLAGS.share, show_error=True,
+                max_file_size=int(FLAGS.max_upload_mb * 2**20), ssr_mode=False, quiet=True, prevent_thread_lock=True,
+            )
+        except OSError as error:  # the port is taken
+            cli.fail(COMMAND, f"--port={FLAGS.port}: cannot listen on {FLAGS.host}:{FLAGS.port} ({error})")
+    print(f"Serving {FLAGS.model} at {url}{f' and {share_url}' if share_url else ''} (Ctrl-C stops)", flush=True)
+    app.block_thread()
+
+
+def run():
+    cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+    run()
