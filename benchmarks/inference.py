@@ -7,7 +7,11 @@
 - tflite_int8:      the stock converter's full-integer model (uint8 in, float32 out) on LiteRT,
                     calibrated (post-training quantization);
 - tflite_int8_qat:  the full-integer model of the quantization-aware twin (models/quantize.py),
-                    converted from its own ranges with no calibration.
+                    converted from its own ranges with no calibration;
+- onnx_ours:        our ONNX export (`mobilenet-export --onnx`, opset 17) on ONNX Runtime (CPU);
+- onnx_keras:       the peer: keras.applications.MobileNetV2 exported by Keras's own
+                    `model.export(format="onnx")`, on ONNX Runtime;
+- onnx_*_b32:       both ONNX models on a batch of 32 with ONNX Runtime on all cores (per-image ms).
 
     nice -n 10 python benchmarks/inference.py [--quick]
 
@@ -38,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
-from mobilenet_tf import config, export, tflite  # noqa: E402
+from mobilenet_tf import config, export, onnx_export, tflite  # noqa: E402
 from mobilenet_tf.models import build_from_config, copy_weights  # noqa: E402
 
 IMAGE_SIZE = (224, 224)
@@ -102,6 +106,19 @@ def main(argv=None) -> dict:
             tensor = runner.quantize(pixels)
             runners[mode] = lambda runner=runner, tensor=tensor: runner.invoke(tensor)
 
+        ort = {}
+        for name, model_to_export in (("ours", serving), ("keras", None)):
+            path = os.path.join(tmp, f"{name}.onnx")
+            if model_to_export is not None:
+                with open(path, "wb") as f:
+                    f.write(onnx_export.convert(model_to_export, IMAGE_SIZE).SerializeToString())
+            else:
+                peer = keras.applications.MobileNetV2(weights=None, input_shape=(*IMAGE_SIZE, 3))
+                peer(pixels / 127.5 - 1.0)  # Keras exports only a model that has been called
+                peer.export(path, format="onnx", verbose=False)
+            sizes[f"onnx_{name}"] = round(os.path.getsize(path) / 1e6, 2)
+            ort[name] = (onnx_export.OnnxModel(path, num_threads=1), onnx_export.OnnxModel(path))
+        batch32 = np.repeat(pixels, 32, axis=0)
         pixels_tensor, jpeg_tensor = tf.constant(pixels), tf.constant([jpeg])
         engines = {
             "keras": lambda: keras_fn(pixels_tensor).numpy(),
@@ -109,6 +126,10 @@ def main(argv=None) -> dict:
             "tflite_float32": runners["float32"],
             "tflite_int8": runners["int8"],
             "tflite_int8_qat": runners["int8_qat"],
+            "onnx_ours": lambda: ort["ours"][0](pixels),
+            "onnx_keras": lambda: ort["keras"][0](pixels),
+            "onnx_ours_b32": lambda: ort["ours"][1](batch32),
+            "onnx_keras_b32": lambda: ort["keras"][1](batch32),
         }
         prepared = time.perf_counter() - started
         times = {name: [] for name in engines}
@@ -126,7 +147,12 @@ def main(argv=None) -> dict:
                         times[name].append(time.perf_counter() - start)
 
     result = {"model": "mobilenet_v2_1.00_224", "batch": 1, "threads": 1, "calls": len(times["keras"])}
+    for name in ("onnx_ours_b32", "onnx_keras_b32"):  # per image
+        times[name] = [t / 32 for t in times[name]]
     result.update({name: percentiles(seconds) for name, seconds in times.items()})
+    result["onnx_ours_vs_keras_export"] = {
+        batch: round(result[f"onnx_keras{batch}"]["p50_ms"] / result[f"onnx_ours{batch}"]["p50_ms"], 2)
+        for batch in ("", "_b32")}
     for name in ("int8", "int8_qat"):
         result[f"{name}_vs_float32_tflite_speedup"] = {
             key: round(result["tflite_float32"][key] / result[f"tflite_{name}"][key], 2) for key in ("p50_ms", "p90_ms")
@@ -140,6 +166,9 @@ def main(argv=None) -> dict:
     for name in ("int8", "int8_qat"):
         speedup = result[f"{name}_vs_float32_tflite_speedup"]
         print(f"{name} vs float32 TFLite: {speedup['p50_ms']:.2f}x (p50), {speedup['p90_ms']:.2f}x (p90)")
+    ratio = result["onnx_ours_vs_keras_export"]
+    print(f"our ONNX vs Keras's own ONNX export (ONNX Runtime, p50): {ratio['']:.2f}x at batch 1, "
+          f"{ratio['_b32']:.2f}x at batch 32 (per image)")
     print(json.dumps(result), flush=True)
     return result
 

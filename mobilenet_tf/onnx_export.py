@@ -116,4 +116,4 @@ class OnnxModel:
         pixels = np.asarray(pixels, np.float32)
         if self.nchw:
             pixels = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
-        return self.session.run([OUTPUT], {self.input_name: pixels})[0]
+        return self.session.run(None, {self.input_name: pixels})[0]
