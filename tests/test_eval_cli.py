@@ -68,7 +68,7 @@ def test_saved_model_and_float_tflite_score_as_the_checkpoint(run, checkpoint_me
 
 
 def test_int8_keeps_the_float_accuracy(run, cache_dir):
-    """The README's claim: int8 loses at most 1 point of top-1 and agrees with float on >= 97%."""
+    """docs/quantization.md's claim for post-training int8: it loses at most 1 point of top-1 and agrees with float on >= 97%."""
     from mobilenet_tf import predict
     from mobilenet_tf.data import sources, tfrecord
     from mobilenet_tf.config import DataConfig
@@ -91,7 +91,7 @@ def test_int8_keeps_the_float_accuracy(run, cache_dir):
 @pytest.mark.parametrize(
     "args, flag",
     [
-        (["--saved_model=SAVED", "--tflite=/nonexistent.tflite"], "--model_dir, --saved_model or --tflite"),
+        (["--saved_model=SAVED", "--tflite=/nonexistent.tflite"], "--model_dir, --saved_model, --tflite or --onnx"),
         (["--saved_model=SAVED", "--dataset=tfrecord:/nonexistent"], "--dataset"),
     ],
 )

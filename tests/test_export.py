@@ -36,7 +36,7 @@ from clis import REPO, one_error_line
 
 @pytest.fixture(scope="module")
 def exported(run, cache_dir):
-    """`python -m mobilenet_tf.export` with every TFLite mode; train.train already wrote version 1."""
+    """`mobilenet-export` with every TFLite mode; train.train already wrote version 1."""
     result = clis.run("export", f"--model_dir={run}", "--tflite=float32,float16,dynamic,int8",
                      "--representative_examples=100", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -229,16 +229,16 @@ def test_missing_run_fails_in_one_line(tmp_path, cache_dir):
     assert "--checkpoint" in one_error_line(result, "export")
 
 
-def readme_snippet(marker):
-    """The README's ```python block containing `marker`."""
-    with open(os.path.join(REPO, "README.md")) as f:
+def docs_snippet(marker):
+    """The ```python block of docs/serving.md containing `marker`."""
+    with open(os.path.join(REPO, "docs", "serving.md")) as f:
         blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
     (block,) = [b for b in blocks if marker in b]
     return block
 
 
 def test_readme_grpc_client_against_a_prediction_service(served, cache_dir, tmp_path):
-    """The README's gRPC client, against an in-process PredictionService doing what TF Serving's
+    """docs/serving.md's gRPC client, against an in-process PredictionService doing what TF Serving's
     does with a Predict request: TensorProtos to tensors, the signature, tensors to TensorProtos."""
     from concurrent import futures
 
@@ -266,7 +266,7 @@ def test_readme_grpc_client_against_a_prediction_service(served, cache_dir, tmp_
     (tmp_path / "digit.png").write_bytes(png)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"junk")
-    snippet = readme_snippet("prediction_service_pb2_grpc").replace("localhost:8500", f"localhost:{port}")
+    snippet = docs_snippet("prediction_service_pb2_grpc").replace("localhost:8500", f"localhost:{port}")
     try:
         with pytest.raises(grpc.RpcError) as error:
             exec(snippet.replace('"digit.png"', repr(str(junk))), {})
@@ -286,7 +286,7 @@ def test_readme_tflite_snippet(exported, served, cache_dir):
     png = digit_pngs(cache_dir, 1)[0][0]
     pixels = preprocess.eval_pixels(tf.constant(png), (32, 32), 1.0).numpy().round()
     path = str(exported[0] / "tflite" / "model_int8.tflite")
-    snippet = readme_snippet("ai_edge_litert").replace("runs/mobilenet_v2_digits/export/tflite/model_int8.tflite", path)
+    snippet = docs_snippet("ai_edge_litert").replace("runs/mobilenet_v2_digits/export/tflite/model_int8.tflite", path)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(snippet, {"pixels": pixels})

@@ -106,6 +106,7 @@ def test_a_garbled_newest_checkpoint_is_set_aside(tmp_path):
     assert checkpoint.checkpoints(str(tmp_path))[-1].endswith("ckpt-1")
 
 
+@pytest.mark.slow  # three trainers, ~30 s; CI runs it
 def test_second_trainer_refused_and_a_killed_trainers_lock_does_not_block(tmp_path, cache_dir):
     env = env_for(cache_dir)
     model_dir = tmp_path / "run"
@@ -173,6 +174,7 @@ def limit_file_size(megabytes):
     return apply
 
 
+@pytest.mark.slow  # three training runs, an export and two conversions, ~90 s; CI runs it
 def test_full_disk_during_checkpoint_export_and_conversion(tmp_path, cache_dir):
     """A real refused write: a small tmpfs filled up (or, where mounting is not allowed, a
     file-size limit the kernel enforces). Nothing earlier is lost; freed, the same command goes on."""
@@ -251,6 +253,7 @@ def damaged_copy(source, destination, *, flip=None, undecodable=None, truncate=N
     return destination
 
 
+@pytest.mark.slow  # four short training runs, ~75 s; CI runs it
 def test_bad_records_are_named_or_skipped(tmp_path, cache_dir):
     digits = materialize(str(cache_dir))
     crc = damaged_copy(digits, tmp_path / "crc", flip=("train-00001-of-00004", 7))

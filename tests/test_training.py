@@ -20,6 +20,7 @@ from mobilenet_tf.models import build_model
 from mobilenet_tf.models.pretrained import load_pretrained
 
 from clis import REPO, TINY, checkpoint_tensors, cli, env_for, run_until, train_cmd
+from steps import one_step_loop
 
 
 @pytest.mark.slow
@@ -124,15 +125,11 @@ info = sources.resolve(cfg.data)
 cfg = config.replace(cfg, model={"num_classes": 10}, train={"precision": "float32"})
 keras.utils.set_random_seed(0)
 initial = train.build_train_model(cfg).get_weights()
+sys.path.insert(0, "tests")
+from steps import one_step_loop
 for name, strategy in strategies.items():
-    with strategy.scope():
-        model = train.build_train_model(cfg)
-        model.set_weights(initial)
-        optimizer = keras.optimizers.SGD(0.1)
-        optimizer.build(model.trainable_variables)
-    data = strategy.distribute_datasets_from_function(lambda ctx: pipeline.build_dataset(
-        info, cfg.data, split="train", global_batch_size=32, image_size=(32, 32), training=True, input_context=ctx))
-    means = train.make_train_loop(strategy, model, optimizer, cfg)(iter(data), tf.constant(1))["means"]
+    loop, data, model = one_step_loop(strategy, cfg, info, initial)
+    means = loop(iter(data), tf.constant(1))["means"]
     result["steps"][name] = {"loss": float(means[0]), "weights": [w.tolist() for w in model.get_weights()]}
 result["initial"] = [w.tolist() for w in initial]
 print("RESULT", json.dumps(result))
@@ -317,7 +314,7 @@ def test_xla_auto_is_off_on_cpu():
 ])
 def test_xla_step_equals_the_plain_step(precision, loss_rtol, update_rtol):
     """--xla=true compiles forward and backward and takes the same step as the plain loop."""
-    from mobilenet_tf.data import pipeline, sources
+    from mobilenet_tf.data import sources
 
     cfg = config.replace(config.DIGITS, model={"alpha": 0.35, "dropout": 0.0, "num_classes": 10},
                          train={"optimizer": "sgd", "batch_size": 32, "precision": precision})
@@ -329,15 +326,7 @@ def test_xla_step_equals_the_plain_step(precision, loss_rtol, update_rtol):
         initial = train.build_train_model(cfg).get_weights()
         results = []
         for jit in (False, True):
-            with strategy.scope():
-                model = train.build_train_model(cfg)
-                model.set_weights(initial)
-                optimizer = keras.optimizers.SGD(0.1)
-                optimizer.build(model.trainable_variables)
-            data = strategy.distribute_datasets_from_function(lambda ctx: pipeline.build_dataset(
-                info, cfg.data, split="train", global_batch_size=32, image_size=(32, 32), training=True,
-                input_context=ctx))
-            loop = train.make_train_loop(strategy, model, optimizer, cfg, jit_compile=jit)
+            loop, data, model = one_step_loop(strategy, cfg, info, initial, jit_compile=jit)
             graph = loop.get_concrete_function(iter(data), tf.constant(1)).graph
             assert ("_XlaMustCompile" in str(graph.as_graph_def())) == jit
             means = loop(iter(data), tf.constant(1))["means"]

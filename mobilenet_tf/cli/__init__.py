@@ -32,6 +32,12 @@ def fail(command: str, message: str) -> None:
     sys.exit(1)
 
 
+def no_arguments(command: str, argv) -> None:
+    """Every option is a --flag: anything else on the command line ends the program in one line."""
+    if len(argv) > 1:
+        fail(command, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
+
+
 @contextlib.contextmanager
 def one_line_errors(command: str):
     """Inside, an error written for the user (`errors.UserError`) or a write the file system refused

@@ -87,8 +87,7 @@ def _check_flags() -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
+    cli.no_arguments(COMMAND, argv)
     _check_flags()
     from mobilenet_tf.data import convert
 

@@ -34,8 +34,7 @@ flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the w
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
+    cli.no_arguments(COMMAND, argv)
     from mobilenet_tf import predict
 
     if not FLAGS.model or predict.kind_of(FLAGS.model) is None:

@@ -29,12 +29,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
-    try:
+    cli.no_arguments(COMMAND, argv)
+    with cli.one_line_errors(COMMAND):
         kind, path, data = flags.eval_job_from_flags()
-    except flags.FlagError as error:
-        cli.fail(COMMAND, str(error))
     from mobilenet_tf import config, distribute, evaluate, predict
     from mobilenet_tf.checkpoint import restore_model
     from mobilenet_tf.data import sources

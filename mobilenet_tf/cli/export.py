@@ -20,12 +20,9 @@ flags.define_export_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
-    try:
+    cli.no_arguments(COMMAND, argv)
+    with cli.one_line_errors(COMMAND):
         model_dir, checkpoint_path, cfg, version = flags.export_job_from_flags()
-    except flags.FlagError as error:
-        cli.fail(COMMAND, str(error))
     from mobilenet_tf import export, onnx_export, tflite
     from mobilenet_tf.checkpoint import restore_model
     from mobilenet_tf.data import sources

@@ -25,10 +25,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     files = argv[1:]
-    try:
+    with cli.one_line_errors(COMMAND):
         path = flags.predict_job_from_flags(files)
-    except flags.FlagError as error:
-        cli.fail(COMMAND, str(error))
     import tensorflow as tf
 
     from mobilenet_tf import errors, predict

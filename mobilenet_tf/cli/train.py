@@ -22,12 +22,9 @@ flags.define_train_flags()
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(COMMAND, f"unexpected arguments {' '.join(argv[1:])}: all options are --flags")
-    try:
+    cli.no_arguments(COMMAND, argv)
+    with cli.one_line_errors(COMMAND):
         cfg = flags.config_from_flags()
-    except flags.FlagError as error:
-        cli.fail(COMMAND, str(error))
     from mobilenet_tf import distribute, preemption, train
     from mobilenet_tf.data import pipeline, sources
 

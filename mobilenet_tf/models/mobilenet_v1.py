@@ -67,25 +67,10 @@ def mobilenet_v1(
     quant=None,
     name="mobilenet_v1",
 ):
-    """Builds MobileNet V1 as a functional Keras model. Arguments are trusted (see build_model).
-
-    Args:
-      alpha: width multiplier; every layer has `int(filters * alpha)` channels, as in
-        keras.applications (no rounding to multiples of 8 in V1).
-      input_shape: (height, width, channels).
-      num_classes: size of the classifier.
-      include_top: if False, return the last feature map (no pooling).
-      dropout: rate before the classifier; no Dropout layer when 0.
-      bn_momentum, bn_epsilon: BatchNormalization settings for every BN layer.
-      weight_decay: L2 on Conv2D kernels, including the 1x1 classifier; see `regularizer`.
-      include_preprocessing: if True the model takes 0-255 pixels, else [-1, 1].
-      sync_bn: batch statistics over the global batch under a distribution strategy.
-      quant: a `quantize.QuantScheme` to build the fake-quantized twin, else None.
-      name: model name.
-
-    Returns:
-      A `keras.Model`; with the top, its output is float32 softmax probabilities
-      [batch, num_classes] whatever the dtype policy.
+    """Builds MobileNet V1 as a functional Keras model. Arguments are trusted and mean what they
+    mean in `build_model`; `alpha` gives every layer `int(filters * alpha)` channels, as in
+    keras.applications (no rounding to multiples of 8 in V1); `weight_decay` reaches the 1x1
+    classifier too (see `regularizer`). Returns the `keras.Model`.
     """
     bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
     reg = regularizer(weight_decay)

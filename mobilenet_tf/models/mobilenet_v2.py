@@ -77,25 +77,10 @@ def mobilenet_v2(
     quant=None,
     name="mobilenet_v2",
 ):
-    """Builds MobileNet V2 as a functional Keras model. Arguments are trusted (see build_model).
-
-    Args:
-      alpha: width multiplier; block widths are `make_divisible(int(c * alpha))`. The last conv
-        keeps 1280 channels for alpha <= 1 and widens only above 1 (paper section 6.1).
-      input_shape: (height, width, channels).
-      num_classes: size of the classifier.
-      include_top: if False, return the last feature map (`out_relu`, no pooling).
-      dropout: rate before the classifier; no Dropout layer when 0.
-      bn_momentum, bn_epsilon: BatchNormalization settings for every BN layer.
-      weight_decay: L2 on Conv2D and Dense kernels; see `regularizer`.
-      include_preprocessing: if True the model takes 0-255 pixels, else [-1, 1].
-      sync_bn: batch statistics over the global batch under a distribution strategy.
-      quant: a `quantize.QuantScheme` to build the fake-quantized twin, else None.
-      name: model name.
-
-    Returns:
-      A `keras.Model`; with the top, its output is float32 softmax probabilities
-      [batch, num_classes] whatever the dtype policy.
+    """Builds MobileNet V2 as a functional Keras model. Arguments are trusted and mean what they
+    mean in `build_model`; `alpha` gives block widths `make_divisible(int(c * alpha))`, and the
+    last conv keeps 1280 channels for alpha <= 1, widening only above 1 (paper section 6.1);
+    without the top the output is the last feature map `out_relu`. Returns the `keras.Model`.
     """
     bn = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
     reg = regularizer(weight_decay)
