@@ -20,6 +20,9 @@ from mobilenet_tf.models import build_model, copy_weights, quantize
 from clis import checkpoint_tensors, cli, env_for, one_error_line, run, run_until
 
 SHORT = ["--alpha=0.35", "--log_steps=0"]
+# The tests on a trained QAT run share its ~2 minutes of training and export: slow, so the default
+# suite stays near 15 minutes; CI runs them.
+QAT_RUN = pytest.mark.slow
 
 
 def learned_quantizers(model):
@@ -108,6 +111,7 @@ def qat_run(tmp_path_factory, cache_dir):
     return root
 
 
+@QAT_RUN
 def test_int8_model_runs_every_compute_op_on_int8(qat_run):
     flatbuffer = (qat_run / "qat" / "export" / "tflite" / "model_int8.tflite").read_bytes()
     ops = tflite.op_types(flatbuffer)
@@ -124,6 +128,7 @@ def test_int8_model_runs_every_compute_op_on_int8(qat_run):
     assert runner.input["dtype"] == np.uint8 and tuple(runner.input["quantization"]) == (1.0, 0)
 
 
+@QAT_RUN
 def test_int8_scales_are_the_ranges_in_the_checkpoint(qat_run):
     """Each activation's scale and zero point in the .tflite are those of the range the QAT
     checkpoint holds, after the zero-point nudging that FakeQuant and the converter both apply."""
@@ -146,6 +151,7 @@ def test_int8_scales_are_the_ranges_in_the_checkpoint(qat_run):
         assert low <= 0 < high
 
 
+@QAT_RUN
 def test_qat_export_serves_the_twin_and_int8_agrees(qat_run, cache_dir):
     """The SavedModel answers what QAT evaluated (its fake-quantized twin) and the int8 model
     agrees with it; the float32 TFLite model is the float model underneath."""
@@ -172,6 +178,7 @@ def test_qat_export_serves_the_twin_and_int8_agrees(qat_run, cache_dir):
     np.testing.assert_allclose(float32, float_model(pixels, training=False).numpy(), atol=1e-4)
 
 
+@QAT_RUN
 def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
     """tf2onnx turns the fake-quant ops into QuantizeLinear/DequantizeLinear pairs; ONNX Runtime
     fuses them into integer kernels, so on this undertrained model it is as close to the
@@ -196,6 +203,7 @@ def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
     assert np.mean(np.argmax(actual, 1) == np.argmax(expected, 1)) >= 0.8
 
 
+@QAT_RUN
 @pytest.mark.parametrize("flags,message", [
     (["--alpha=0.5"], "--init_checkpoint={float}: a run of mobilenet_v2 alpha 0.35"),
     (["--model=mobilenet_v1"], "--init_checkpoint={float}: a run of mobilenet_v2 alpha 0.35"),
