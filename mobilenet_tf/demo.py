@@ -115,16 +115,14 @@ def examples(run_dir: str | None, directory: str, count: int = EXAMPLES) -> list
         return []
     import tensorflow as tf
 
-    from mobilenet_tf.data import sources, tfrecord
+    from mobilenet_tf.data import sources
 
     try:
         data = config.load(run_dir).data
         info = sources.resolve(data)
-        records = tf.data.TFRecordDataset(info.files("validation")).map(
-            lambda r: tfrecord.parse(r, info.label_offset, info.keys))
         # Spread over the classes: the first example of each of the first classes.
         chosen, seen = [], set()
-        for encoded, label in records.take(2000).as_numpy_iterator():
+        for encoded, label in info.records("validation").take(2000).as_numpy_iterator():
             if int(label) not in seen:
                 seen.add(int(label))
                 chosen.append((encoded, int(label)))

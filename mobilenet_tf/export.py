@@ -149,16 +149,26 @@ def write_sidecar(directory: str, cfg: Config, **info) -> None:
         "input": "RGB pixels 0-255: center crop of crop_fraction of the shorter side, bilinear resize to image_size",
         **info,
     }
-    write_atomic(os.path.join(directory, LABELS_FILE), "".join(f"{name}\n" for name in cfg.model.class_names))
+    write_atomic(os.path.join(directory, LABELS_FILE), labels_text(cfg.model.class_names))
     write_atomic(os.path.join(directory, INFO_FILE), json.dumps(info, indent=1))
 
 
 def read_sidecar(directory: str) -> tuple[tuple[str, ...], dict]:
     """(class names, model info) that `write_sidecar` wrote in `directory`."""
-    with open(os.path.join(directory, LABELS_FILE)) as f:
-        names = tuple(line.rstrip("\n") for line in f)
+    names = read_labels(os.path.join(directory, LABELS_FILE))
     with open(os.path.join(directory, INFO_FILE)) as f:
         return names, json.load(f)
+
+
+def labels_text(class_names) -> str:
+    """The contents of a labels.txt (SavedModel asset, TFLite and ONNX sidecar): a name per line."""
+    return "".join(f"{name}\n" for name in class_names)
+
+
+def read_labels(path: str) -> tuple[str, ...]:
+    """The class names of a labels.txt that `labels_text` wrote."""
+    with open(path) as f:
+        return tuple(line.rstrip("\n") for line in f)
 
 
 def next_version(export_base: str) -> int:
@@ -220,7 +230,7 @@ def export_saved_model(model: keras.Model, cfg: Config, export_base: str, versio
     try:
         labels_path = os.path.join(tmp, LABELS_FILE)
         with open(labels_path, "w") as f:
-            f.write("".join(f"{name}\n" for name in class_names))
+            f.write(labels_text(class_names))
         servable = Servable(exported, class_names, cfg.model.image_size, cfg.data.eval_crop_fraction,
                             cfg.export.top_k, labels_path, cfg.export.max_pixels)
         pixels_spec = tf.TensorSpec([None, *cfg.model.image_size, 3], tf.float32, name="pixels")

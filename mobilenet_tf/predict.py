@@ -38,8 +38,7 @@ class SavedModelClassifier(Classifier):
     def __init__(self, path: str):
         self.path = path
         self._serve = tf.saved_model.load(path).signatures["serving_default"]
-        with open(os.path.join(path, "assets", export.LABELS_FILE)) as f:
-            self.class_names = tuple(line.rstrip("\n") for line in f)
+        self.class_names = export.read_labels(os.path.join(path, "assets", export.LABELS_FILE))
 
     def predict(self, encoded) -> np.ndarray:
         return self._serve(images=tf.convert_to_tensor(encoded, tf.string))["probabilities"].numpy()
@@ -59,30 +58,36 @@ class _PixelClassifier(Classifier):
         return np.asarray(self._model(self._pixels(tf.convert_to_tensor(encoded, tf.string)).numpy()), np.float32)
 
 
-class TFLiteClassifier(_PixelClassifier):
-    """A .tflite model with the labels.txt and model_info.json `mobilenet-export` writes beside it."""
+class _SidecarClassifier(_PixelClassifier):
+    """A model file with the labels.txt and model_info.json `mobilenet-export` writes beside it;
+    `open_model(path)` runs it (0-255 pixels -> probabilities) and knows its `image_size`."""
+
+    def __init__(self, path: str, open_model):
+        self.class_names, info = export.read_sidecar(os.path.dirname(os.path.abspath(path)))
+        self.path = path
+        self._model = open_model(path)
+        super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels)
+
+
+class TFLiteClassifier(_SidecarClassifier):
+    """A .tflite model on LiteRT."""
 
     kind = "tflite"
 
     def __init__(self, path: str, num_threads: int | None = None):
-        self.class_names, info = export.read_sidecar(os.path.dirname(os.path.abspath(path)))
-        self.path = path
-        self._model = tflite.LiteRTModel(path, num_threads=num_threads)
-        super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels)
+        super().__init__(path, lambda model_path: tflite.LiteRTModel(model_path, num_threads=num_threads))
 
 
-class OnnxClassifier(_PixelClassifier):
-    """A .onnx model on ONNX Runtime, with the labels.txt and model_info.json beside it."""
+class OnnxClassifier(_SidecarClassifier):
+    """A .onnx model on ONNX Runtime."""
 
     kind = "onnx"
 
     def __init__(self, path: str, providers=None, num_threads: int | None = None):
         from mobilenet_tf import onnx_export
 
-        self.class_names, info = export.read_sidecar(os.path.dirname(os.path.abspath(path)))
-        self.path = path
-        self._model = onnx_export.OnnxModel(path, providers=providers, num_threads=num_threads)
-        super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels)
+        super().__init__(path, lambda model_path: onnx_export.OnnxModel(model_path, providers=providers,
+                                                                        num_threads=num_threads))
 
 
 class CheckpointClassifier(_PixelClassifier):
@@ -142,12 +147,20 @@ def top_k(probabilities: np.ndarray, class_names, k: int) -> list[list[tuple[str
     return [[(class_names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
 
 
-def predictions(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation", batch_size: int = 64):
-    """Batches (encoded images, labels, probabilities) of `classifier` on `split`, in file order."""
-    ds = tf.data.TFRecordDataset(info.files(split))
-    ds = ds.map(lambda record: tfrecord.parse(record, info.label_offset, info.keys))
-    for encoded, labels in ds.batch(batch_size).prefetch(2).as_numpy_iterator():
-        yield encoded, labels, classifier.predict(encoded)
+def collect(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation", batch_size: int = 64,
+            on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """(labels [n], probabilities [n, classes]) of `classifier` on the encoded images of `split`, in
+    file order; `on_batch(offset, encoded, labels, probabilities)` sees each batch on the way
+    (`offset`: the index of its first example)."""
+    labels, probabilities, offset = [np.zeros([0], np.int32)], [np.zeros([0, len(classifier.class_names)], np.float32)], 0
+    for encoded, batch_labels in info.records(split).batch(batch_size).prefetch(2).as_numpy_iterator():
+        batch_probabilities = classifier.predict(encoded)
+        if on_batch:
+            on_batch(offset, encoded, batch_labels, batch_probabilities)
+        labels.append(batch_labels)
+        probabilities.append(batch_probabilities)
+        offset += len(batch_labels)
+    return np.concatenate(labels), np.concatenate(probabilities)
 
 
 def scores(labels, probabilities, num_classes: int) -> dict:
@@ -166,10 +179,4 @@ def scores(labels, probabilities, num_classes: int) -> dict:
 def evaluate(classifier: Classifier, info: tfrecord.DatasetInfo, split: str = "validation",
              batch_size: int = 64) -> dict:
     """{"top1", "top5", "examples"} of `classifier` on the encoded images of `split` (see `scores`)."""
-    labels, probabilities = [], []
-    for _, batch_labels, batch_probabilities in predictions(classifier, info, split, batch_size):
-        labels.append(batch_labels)
-        probabilities.append(batch_probabilities)
-    if not labels:
-        return scores(np.zeros([0], np.int64), np.zeros([0, len(classifier.class_names)]), len(classifier.class_names))
-    return scores(np.concatenate(labels), np.concatenate(probabilities), len(classifier.class_names))
+    return scores(*collect(classifier, info, split, batch_size), len(classifier.class_names))

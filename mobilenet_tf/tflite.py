@@ -38,7 +38,7 @@ def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, s
     # (shards are often written class by class) without opening a thousand files at once.
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16))
-    ds = ds.map(lambda record: tfrecord.parse(record, info.label_offset, info.keys)[0])
+    ds = ds.map(lambda record: info.parse(record)[0])
     ds = ds.shuffle(min(info.counts["train"], 10_000), seed=seed).take(count)
     ds = ds.map(lambda encoded: preprocess.eval_pixels(encoded, cfg.model.image_size, cfg.data.eval_crop_fraction))
     return np.concatenate(list(ds.batch(64).as_numpy_iterator()))

@@ -181,10 +181,7 @@ def test_report_counts_are_the_models_predictions(digits_run, cache_dir):
     report = model_dir / "report"
     classifier = predict.load(str(model_dir))
     info = tfrecord.read_info(materialize(str(cache_dir)))
-    labels, probabilities = [], []
-    for _, batch_labels, batch_probabilities in predict.predictions(classifier, info):
-        labels.extend(batch_labels)
-        probabilities.extend(batch_probabilities)
+    labels, probabilities = predict.collect(classifier, info)
     guesses = np.argmax(probabilities, axis=1)
     with open(report / "confusion_matrix.csv") as f:
         rows = list(csv.reader(f))

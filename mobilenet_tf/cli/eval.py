@@ -68,18 +68,16 @@ def evaluate_with_report(kind: str, path: str, info, report_dir: str) -> dict:
     report.pyplot()  # fail before the work when matplotlib is missing
     classifier = predict.load(path, ema=FLAGS.ema, providers=FLAGS.onnx_providers or None)
     check_classes(len(classifier.class_names), info, FLAGS.dataset or "the run's data set")
-    labels, probabilities, worst = [], [], []  # worst: the most confidently wrong (confidence, index, bytes)
-    for encoded, batch_labels, batch_probabilities in predict.predictions(classifier, info,
-                                                                         batch_size=FLAGS.batch_size or 64):
-        offset = sum(len(batch) for batch in labels)
+    worst = []  # the most confidently wrong: (confidence, -index, encoded bytes), least confident first
+
+    def keep_worst(offset, encoded, batch_labels, batch_probabilities):
         guesses = np.argmax(batch_probabilities, axis=1)
         for i in np.flatnonzero(guesses != batch_labels):
             heapq.heappush(worst, (float(batch_probabilities[i, guesses[i]]), -(offset + i), encoded[i]))
             if len(worst) > report.WORST_COUNT:
                 heapq.heappop(worst)
-        labels.append(batch_labels)
-        probabilities.append(batch_probabilities)
-    labels, probabilities = np.concatenate(labels), np.concatenate(probabilities)
+
+    labels, probabilities = predict.collect(classifier, info, batch_size=FLAGS.batch_size or 64, on_batch=keep_worst)
     images = {-negated: image for _, negated, image in worst}
     names = [f"{info.name}/validation/{i}" for i in range(len(labels))]
     decode = lambda i: tf.io.decode_image(images[i], channels=3, expand_animations=False).numpy()  # noqa: E731

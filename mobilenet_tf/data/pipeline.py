@@ -121,7 +121,7 @@ def _records(files: list[str], data: DataConfig, input_context, shuffle_seed=Non
     return ds
 
 
-def _eval_dataset(info, data, split, parse, image_size, batch_size, replicas_per_pipeline, input_context):
+def _eval_dataset(info, data, split, image_size, batch_size, replicas_per_pipeline, input_context):
     """The split once, in order, padded with label -1 examples to whole batches on every replica.
 
     Every replica of every worker gets the same number of full batches: an empty or ragged last
@@ -139,7 +139,7 @@ def _eval_dataset(info, data, split, parse, image_size, batch_size, replicas_per
             tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
     if num_pipelines > 1:
         ds = ds.shard(num_pipelines, input_context.input_pipeline_id)
-    ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(info.parse, num_parallel_calls=AUTOTUNE)
     if data.cache:
         ds = ds.cache()
     ds = ds.map(
@@ -179,13 +179,11 @@ def build_dataset(
     """
     files = info.files(split)
     batch_size = per_replica_batch_size(global_batch_size, input_context)
-    parse = lambda record: tfrecord.parse(record, info.label_offset, info.keys)  # noqa: E731
-
     replicas_per_pipeline = (
         input_context.num_replicas_in_sync // input_context.num_input_pipelines if input_context else 1
     )
     if not training:
-        return _eval_dataset(info, data, split, parse, image_size, batch_size, replicas_per_pipeline, input_context)
+        return _eval_dataset(info, data, split, image_size, batch_size, replicas_per_pipeline, input_context)
     examples_per_epoch = steps_per_epoch(info.counts[split], global_batch_size) * batch_size * replicas_per_pipeline
     skip_examples = skip_steps * batch_size * replicas_per_pipeline
     cached = _records(files, data, input_context).cache() if data.cache else None
@@ -194,7 +192,7 @@ def build_dataset(
     def example(record, example_seed):
         # Records are shuffled raw and parsed here, in the same parallel map as the decode: one
         # stage less per example than parsing before the shuffle, and the same order.
-        encoded, label = parse(record)
+        encoded, label = info.parse(record)
         image = preprocess.train_image(encoded, example_seed, image_size, data)
         return (image, label, example_seed) if mix else (image, label)
 
@@ -249,7 +247,7 @@ def locate_bad_record(info: tfrecord.DatasetInfo, split: str, decode: bool = Tru
     sizes = _file_sizes(files)
 
     def check(index, record):
-        encoded, _ = tfrecord.parse(record, info.label_offset, info.keys)
+        encoded, _ = info.parse(record)
         # The image's shape is an output, so the decode cannot be pruned away.
         return index, record, tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))
 
@@ -288,7 +286,7 @@ def _bad_record_reason(info: tfrecord.DatasetInfo, path: str, index: int) -> str
     if not records:
         return "the file ends inside it (truncated)"
     try:
-        encoded, _ = tfrecord.parse(tf.constant(records[0]), info.label_offset, info.keys)
+        encoded, _ = info.parse(tf.constant(records[0]))
         tf.io.decode_image(encoded, channels=3, expand_animations=False)
     except tf.errors.OpError as error:
         return f"its image does not decode ({tf_message(error)})"

@@ -106,6 +106,14 @@ class DatasetInfo:
             return list(self.split_files[split])
         return shard_files(self.data_dir, split)
 
+    def parse(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(encoded image bytes, 0-based int32 label) of one of this data set's records."""
+        return parse(serialized, self.label_offset, self.keys)
+
+    def records(self, split: str) -> tf.data.Dataset:
+        """(encoded image bytes, label) of every record of `split`, in file order."""
+        return tf.data.TFRecordDataset(self.files(split)).map(self.parse)
+
 
 def write_info(data_dir: str, info: DatasetInfo) -> None:
     """Write dataset_info.json atomically (temp name, then rename)."""
