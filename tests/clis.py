@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,13 @@ def env_for(cache_dir=None, **extra):
     """The environment of a command: this checkout on PYTHONPATH, the digits cached in `cache_dir`."""
     cache = {"MOBILENET_TF_CACHE": str(cache_dir)} if cache_dir else {}
     return dict(os.environ, PYTHONPATH=REPO, **cache, **extra)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cli(command, *args):

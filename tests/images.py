@@ -1,4 +1,5 @@
-"""Encoders for the image formats TensorFlow decodes but cannot write (BMP, GIF), for tests."""
+"""Test images: encoders for the formats TensorFlow decodes but cannot write (BMP, GIF), and the
+held-out digits as the exported models take them."""
 
 import struct
 
@@ -41,3 +42,14 @@ def encode_gif(gray: np.ndarray) -> bytes:
     screen = struct.pack("<HHBBB", width, height, 0xF7, 0, 0)
     descriptor = b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0)
     return b"GIF89a" + screen + palette + descriptor + b"\x08" + blocks + b"\x00\x3b"
+
+
+def held_out_pixels(cache_dir, image_size=(32, 32), count=None):
+    """(float32 0-255 pixels [n, H, W, 3], labels [n]) of the first `count` (default all) held-out
+    digits, eval-preprocessed as the exported pixel models take them."""
+    from mobilenet_tf.data import preprocess, tfrecord
+    from mobilenet_tf.data.digits import materialize
+
+    records = tfrecord.read_info(materialize(str(cache_dir))).records("validation")
+    encoded, labels = zip(*(records.take(count) if count else records).as_numpy_iterator())
+    return np.stack([preprocess.eval_pixels(e, image_size, 1.0).numpy() for e in encoded]), np.array(labels)

@@ -8,7 +8,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import zlib
@@ -22,7 +21,7 @@ from mobilenet_tf import predict
 from mobilenet_tf.data import tfrecord
 from mobilenet_tf.data.digits import materialize
 
-from clis import REPO, cli, env_for, run
+from clis import REPO, cli, env_for, free_port, run
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,12 +54,6 @@ def answers(digits_run, cache_dir):
     files = held_out(cache_dir)
     probabilities = classifier.predict([open(path, "rb").read() for path, _ in files])
     return {path: (label, classifier.class_names[int(np.argmax(p))]) for (path, label), p in zip(files, probabilities)}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

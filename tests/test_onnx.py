@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_tf import onnx_export
-from mobilenet_tf.data import preprocess, tfrecord
 from mobilenet_tf.data.digits import materialize
 
 from clis import env_for, one_error_line, run
+from images import held_out_pixels
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +29,6 @@ def exported(tmp_path_factory, cache_dir):
                cache_dir=cache_dir)
     assert nchw.returncode == 0, nchw.stderr[-3000:]
     return model_dir
-
-
-def held_out_pixels(cache_dir, image_size=(32, 32)):
-    info = tfrecord.read_info(materialize(str(cache_dir)))
-    records = tf.data.TFRecordDataset(info.files("validation")).map(tfrecord.parse)
-    encoded, labels = zip(*records.as_numpy_iterator())
-    return np.stack([preprocess.eval_pixels(e, image_size, 1.0).numpy() for e in encoded]), np.array(labels)
 
 
 def test_onnx_model_layout_and_checker(exported):

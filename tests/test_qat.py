@@ -13,11 +13,10 @@ import tensorflow as tf
 
 from mobilenet_tf import config, export, tflite
 from mobilenet_tf.checkpoint import restore_model
-from mobilenet_tf.data import preprocess, tfrecord
-from mobilenet_tf.data.digits import materialize
 from mobilenet_tf.models import build_model, copy_weights, quantize
 
 from clis import checkpoint_tensors, cli, env_for, one_error_line, run, run_until
+from images import held_out_pixels
 
 SHORT = ["--alpha=0.35", "--log_steps=0"]
 # The tests on a trained QAT run share its ~2 minutes of training and export: slow, so the default
@@ -156,10 +155,7 @@ def test_qat_export_serves_the_twin_and_int8_agrees(qat_run, cache_dir):
     """The SavedModel answers what QAT evaluated (its fake-quantized twin) and the int8 model
     agrees with it; the float32 TFLite model is the float model underneath."""
     model, cfg = restore_model(str(qat_run / "qat"))
-    info = tfrecord.read_info(materialize(str(cache_dir)))
-    records = tf.data.TFRecordDataset(info.files("validation")).map(tfrecord.parse)
-    encoded, labels = zip(*records.take(120).as_numpy_iterator())
-    pixels = np.stack([preprocess.eval_pixels(e, cfg.model.image_size, 1.0).numpy() for e in encoded])
+    pixels, _ = held_out_pixels(cache_dir, cfg.model.image_size, count=120)
     pixels = np.floor(pixels + 0.5)  # uint8, as the int8 model takes them (FakeQuant rounds half up)
     served = tf.saved_model.load(str(qat_run / "qat" / "export" / "2")).signatures["serving_pixels"]
     probabilities = served(pixels=tf.constant(pixels))["probabilities"].numpy()
@@ -192,10 +188,8 @@ def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
     # Activations (66 with the input's) and the 53 conv and dense kernels.
     assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") >= 66
     _, cfg = restore_model(str(qat_run / "qat"))
-    info = tfrecord.read_info(materialize(str(cache_dir)))
-    records = tf.data.TFRecordDataset(info.files("validation")).map(tfrecord.parse)
-    encoded = [e for e, _ in records.take(100).as_numpy_iterator()]
-    pixels = np.floor(np.stack([preprocess.eval_pixels(e, cfg.model.image_size, 1.0).numpy() for e in encoded]) + 0.5)
+    pixels, _ = held_out_pixels(cache_dir, cfg.model.image_size, count=100)
+    pixels = np.floor(pixels + 0.5)
     served = tf.saved_model.load(str(qat_run / "qat" / "export" / "2")).signatures["serving_pixels"]
     expected = served(pixels=tf.constant(pixels))["probabilities"].numpy()
     actual = onnx_export.OnnxModel(str(path))(pixels)
@@ -263,10 +257,8 @@ def test_digits_recipe_qat_int8_matches_float(tmp_path, cache_dir):
     assert scores["int8"] >= scores["float"] - 0.005, scores
 
     model, cfg = restore_model(str(qat_dir))
-    info = tfrecord.read_info(materialize(str(cache_dir)))
-    records = tf.data.TFRecordDataset(info.files("validation")).map(tfrecord.parse)
-    encoded = [e for e, _ in records.as_numpy_iterator()]
-    pixels = np.floor(np.stack([preprocess.eval_pixels(e, cfg.model.image_size, 1.0).numpy() for e in encoded]) + 0.5)
+    pixels, _ = held_out_pixels(cache_dir, cfg.model.image_size)
+    pixels = np.floor(pixels + 0.5)
     served = tf.saved_model.load(str(qat_dir / "export" / "2")).signatures["serving_pixels"]
     probabilities = served(pixels=tf.constant(pixels))["probabilities"].numpy()
     int8 = tflite.LiteRTModel(str(qat_dir / "export" / "tflite" / "model_int8.tflite"))(pixels)

@@ -5,7 +5,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 
@@ -19,7 +18,7 @@ from mobilenet_tf.checkpoint import restore_model
 from mobilenet_tf.models import build_model
 from mobilenet_tf.models.pretrained import load_pretrained
 
-from clis import REPO, TINY, checkpoint_tensors, cli, env_for, run_until, train_cmd
+from clis import REPO, TINY, checkpoint_tensors, cli, env_for, free_port, run_until, train_cmd
 from steps import one_step_loop
 
 
@@ -57,12 +56,6 @@ def test_a_half_written_checkpoint_is_never_the_newest(tmp_path):
     (tmp_path / "ckpt-20.index").write_bytes(b"\0" * 10)  # what a kill during a save can leave
     (tmp_path / "ckpt-20.data-00000-of-00001").write_bytes(b"\0" * 3)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow  # two worker processes, a minute on 2 cores; CI runs it
