@@ -274,13 +274,29 @@ def define_eval_flags() -> None:
     flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
 
 
-def define_predict_flags() -> None:
+def _define_model_flags() -> None:
+    """--model and --ema: the model mobilenet-predict and mobilenet-demo load (see `check_model`)."""
     flags.DEFINE_string("model", None, "A SavedModel directory (or model base path: its newest version), a .tflite "
                         "or .onnx file, or a training run's model_dir.")
+    flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the weights when the run kept one.")
+
+
+def define_predict_flags() -> None:
+    _define_model_flags()
     flags.DEFINE_list("onnx_providers", [], "ONNX Runtime execution providers, in order of preference (default CPU).")
     flags.DEFINE_integer("top_k", 5, "Classes shown per image.")
     flags.DEFINE_boolean("json", False, "One JSON object per file on stdout instead of the table.")
-    flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the weights when the run kept one.")
+
+
+def define_demo_flags() -> None:
+    _define_model_flags()
+    flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
+    flags.DEFINE_integer("port", 7860, "Port to listen on.")
+    flags.DEFINE_boolean("share", False, "Also publish through a Gradio share link (needs the internet).")
+    flags.DEFINE_integer("top_k", 3, "Classes shown per image.")
+    flags.DEFINE_float("max_upload_mb", 20, "Uploads over this size are refused.")
+    flags.DEFINE_integer("max_batch_size", 16, "Requests answered by one model call at most.")
+    flags.DEFINE_string("report_dir", None, "Pictures of mobilenet-eval --report_dir to show (default: <run>/report).")
 
 
 def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]:
@@ -325,7 +341,7 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         if os.path.exists(os.path.join(export_dir, str(FLAGS.version))):
             raise FlagError(f"--version={FLAGS.version}: {export_dir}/{FLAGS.version} exists and is never overwritten; "
                             f"omit --version for the next one ({export.next_version(export_dir)})")
-    if "int8" in modes and not cfg.model.qat:  # a QAT run converts without calibration data
+    if tflite.calibrates(cfg):
         problem = sources.check_spec(cfg.data.dataset, cfg.data)
         if problem:
             raise FlagError(f"--tflite=int8 calibrates on the run's data set {cfg.data.dataset}: {problem}")
@@ -339,10 +355,7 @@ def check_onnx(opset: int) -> None:
     if opset not in onnx_export.OPSETS:
         raise FlagError(f"--onnx_opset={opset}: tf2onnx 1.17.0 converts opsets {onnx_export.OPSETS.start} to "
                         f"{onnx_export.OPSETS.stop - 1}; use {onnx_export.DEFAULT_OPSET}")
-    try:
-        import tf2onnx  # noqa: F401
-    except ImportError as error:
-        raise FlagError(f"--onnx needs tf2onnx, which is not installed ({error}); {onnx_export.INSTALL}") from None
+    onnx_export.tf2onnx_convert()
 
 
 def check_providers(providers) -> None:
@@ -390,14 +403,19 @@ def eval_job_from_flags() -> tuple[str, str, config.DataConfig]:
     return kind, path, data
 
 
-def predict_job_from_flags(files: list[str]) -> str:
-    """The validated --model path (the files are checked one by one while predicting)."""
+def check_model(path: str | None) -> None:
+    """--model of mobilenet-predict and mobilenet-demo: a form `predict.load` takes."""
     from mobilenet_tf import predict
 
-    if not FLAGS.model:
+    if not path:
         raise FlagError("--model: give a SavedModel directory, a .tflite or .onnx file or a training run's model_dir")
-    if predict.kind_of(FLAGS.model) is None:
-        raise FlagError(f"--model={FLAGS.model}: not a SavedModel directory, a .tflite or .onnx file or a model_dir")
+    if predict.kind_of(path) is None:
+        raise FlagError(f"--model={path}: not a SavedModel directory, a .tflite or .onnx file or a model_dir")
+
+
+def predict_job_from_flags(files: list[str]) -> str:
+    """The validated --model path (the files are checked one by one while predicting)."""
+    check_model(FLAGS.model)
     check_providers(FLAGS.onnx_providers)
     if FLAGS.top_k < 1:
         raise FlagError(f"--top_k={FLAGS.top_k}: must be at least 1")

@@ -40,7 +40,8 @@ def model_path(export_base: str) -> str:
     return os.path.join(export_base, DIR, FILE)
 
 
-def _tf2onnx():
+def tf2onnx_convert():
+    """tf2onnx's convert module; OnnxError saying what to install when tf2onnx is missing."""
     try:
         import tf2onnx  # noqa: F401
         import tf2onnx.convert
@@ -51,12 +52,12 @@ def _tf2onnx():
 
 def convert(model, image_size, opset: int = DEFAULT_OPSET, nchw: bool = False):
     """The onnx.ModelProto of the 0-255 pixel `model` (see `export.serving_model`)."""
-    tf2onnx_convert = _tf2onnx()
+    converter = tf2onnx_convert()
     import onnx
 
     spec = [tf.TensorSpec([None, *image_size, 3], tf.float32, name=INPUT)]
     try:
-        proto, _ = tf2onnx_convert.from_function(
+        proto, _ = converter.from_function(
             tf.function(lambda images: model(images, training=False)), input_signature=spec, opset=opset,
             inputs_as_nchw=[INPUT] if nchw else None,
         )

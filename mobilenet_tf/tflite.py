@@ -31,6 +31,12 @@ def model_path(export_base: str, mode: str) -> str:
     return os.path.join(export_base, DIR, f"model_{mode}.tflite")
 
 
+def calibrates(cfg: Config) -> bool:
+    """Whether exporting `cfg` calibrates int8 on training images: post-training quantization. A
+    quantization-aware run never does; its int8 model takes the ranges it learned."""
+    return "int8" in cfg.export.tflite and not cfg.model.qat
+
+
 def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, seed: int = 0) -> np.ndarray:
     """float32 [count, H, W, 3] 0-255: `count` training images (seeded sample), eval-preprocessed."""
     files = info.files("train")

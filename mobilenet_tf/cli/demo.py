@@ -16,30 +16,17 @@ from mobilenet_tf import cli
 
 cli.quiet_tensorflow()
 
-from absl import flags  # noqa: E402
+from mobilenet_tf import flags  # noqa: E402
 
 COMMAND = "mobilenet-demo"
 FLAGS = flags.FLAGS
-
-flags.DEFINE_string("model", None, "A SavedModel directory (or model base path), a .tflite or .onnx file, or a "
-                    "training run's model_dir.")
-flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0: every interface).")
-flags.DEFINE_integer("port", 7860, "Port to listen on.")
-flags.DEFINE_boolean("share", False, "Also publish through a Gradio share link (needs the internet).")
-flags.DEFINE_integer("top_k", 3, "Classes shown per image.")
-flags.DEFINE_float("max_upload_mb", 20, "Uploads over this size are refused.")
-flags.DEFINE_integer("max_batch_size", 16, "Requests answered by one model call at most.")
-flags.DEFINE_string("report_dir", None, "Pictures of mobilenet-eval --report_dir to show (default: <run>/report).")
-flags.DEFINE_boolean("ema", True, "With a model_dir: the moving average of the weights when the run kept one.")
+flags.define_demo_flags()
 
 
 def main(argv):
     cli.no_arguments(COMMAND, argv)
-    from mobilenet_tf import predict
-
-    if not FLAGS.model or predict.kind_of(FLAGS.model) is None:
-        cli.fail(COMMAND, f"--model={FLAGS.model}: give a SavedModel directory, a .tflite or .onnx file or a "
-                          f"training run's model_dir")
+    with cli.one_line_errors(COMMAND):
+        flags.check_model(FLAGS.model)
     for name in ("top_k", "max_batch_size"):
         if FLAGS[name].value < 1:
             cli.fail(COMMAND, f"--{name}={FLAGS[name].value}: must be at least 1")

@@ -34,7 +34,7 @@ def main(argv):
         print(f"SavedModel {path}", flush=True)
         if cfg.export.tflite:
             representative = None
-            if "int8" in cfg.export.tflite and not cfg.model.qat:  # QAT's int8 is never calibrated
+            if tflite.calibrates(cfg):
                 info = sources.resolve(cfg.data)
                 representative = tflite.representative_pixels(info, cfg, cfg.export.representative_examples)
             for mode, tflite_path in tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
