@@ -166,8 +166,12 @@ class _FoldedConv:
         if training:
             self.step.assign_add(1)
         folded = self._convolve(inputs, self._quantized(self._scale_kernel(gamma / moving_sigma)))
-        if not bn_trains:
+
+        def moving_statistics():
             return folded + (beta - gamma * norm.moving_mean / moving_sigma)
+
+        if not bn_trains:
+            return moving_statistics()
 
         def batch_statistics():
             # Batch norm still trains: the statistics of the float convolution, as batch norm sees them.
@@ -176,9 +180,6 @@ class _FoldedConv:
                 moving.assign(moving * norm.momentum + tf.stop_gradient(batch) * (1.0 - norm.momentum))
             sigma = tf.sqrt(variance + norm.epsilon)
             return folded * (moving_sigma / sigma) + (beta - gamma * mean / sigma)
-
-        def moving_statistics():
-            return folded + (beta - gamma * norm.moving_mean / moving_sigma)
 
         frozen = _frozen(self.step, self.scheme.freeze_bn_step)
         return tf.cond(frozen, moving_statistics, batch_statistics)
