@@ -17,6 +17,7 @@ class ModelConfig:
 
     name: str = "mobilenet_v2"
     alpha: float = 1.0
+    minimalistic: bool = False  # V3: keras.applications' minimalistic variant
     image_size: tuple[int, int] = (224, 224)
     num_classes: int | None = None  # None: from the data set
     class_names: tuple[str, ...] = ()  # filled from the data set when training starts
@@ -30,6 +31,10 @@ class ModelConfig:
     qat: bool = False
     qat_freeze_bn_steps: int = 0
     qat_freeze_range_steps: int = 0
+
+    def describe(self) -> str:
+        """The architecture and width as messages name them: "mobilenet_v3_small minimalistic alpha 1.0"."""
+        return f"{self.name}{' minimalistic' if self.minimalistic else ''} alpha {self.alpha}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +273,47 @@ MOBILENET_V2_QUANT_IMAGENET = replace(
            "lr_schedule": "cosine", "warmup_epochs": 0.0},
 )
 
+# mobilenet-train --preset=mobilenet_v3_large_imagenet --dataset=tfrecord:/data/imagenet --batch_size=1024
+# TF Model Garden's imagenet_mobilenetv3large_tpu.yaml ("~75.7% top-1"): AdamW (weight decay 0.1,
+# decoupled, scaled by the rate), lr 0.004 at batch 4096 (scaled linearly with the batch), cosine to
+# 0 with no warm-up, 700 epochs (218,000 steps at 4096), label smoothing 0.1, dropout 0.2, BN
+# momentum 0.997, no EMA. Deviations: Model Garden augments with AutoAugment (policy v0), which we do
+# not have: RandAugment, 2 ops at magnitude 0.5, stands in (our choice); Model Garden decays every
+# weight but batch norm's, we also spare the biases (as timm and big_vision do).
+MOBILENET_V3_LARGE_IMAGENET = Config(
+    model=ModelConfig(name="mobilenet_v3_large", alpha=1.0, image_size=(224, 224), dropout=0.2, bn_momentum=0.997,
+                      bn_epsilon=1e-3, weight_decay=0.1),
+    data=DataConfig(dataset="", randaugment_ops=2, randaugment_magnitude=0.5),
+    train=TrainConfig(
+        epochs=700, batch_size=4096, optimizer="adamw", learning_rate=0.004, base_batch_size=4096,
+        lr_schedule="cosine", warmup_epochs=0.0, label_smoothing=0.1, log_steps=100, checkpoint_steps=5000,
+        keep_checkpoints=5,
+    ),
+)
+
+# mobilenet-train --preset=mobilenet_v3_small_imagenet --dataset=tfrecord:/data/imagenet --batch_size=1024
+# TF Model Garden's imagenet_mobilenetv3small_tpu.yaml ("67.5% top-1 and 87.7% top-5"): RMSProp (rho
+# 0.9, momentum 0.9, eps 0.002), lr 0.02 x batch/192 (0.426 at 4096), 5 warm-up epochs, then x0.99
+# every 3 epochs (staircase), EMA 0.9999, L2 1e-5, label smoothing 0.1, dropout 0.2, BN momentum
+# 0.997, 1000 epochs, Inception crop and flip only. The rate is the one the file's comment derives
+# (0.02 x batch/192, warm-up from 0); another revision of the file has 0.01 with warm-up from 0.001.
+MOBILENET_V3_SMALL_IMAGENET = Config(
+    model=ModelConfig(name="mobilenet_v3_small", alpha=1.0, image_size=(224, 224), dropout=0.2, bn_momentum=0.997,
+                      bn_epsilon=1e-3, weight_decay=1e-5),
+    data=DataConfig(dataset=""),
+    train=TrainConfig(
+        epochs=1000, batch_size=4096, optimizer="rmsprop", learning_rate=0.02, base_batch_size=192,
+        lr_schedule="exponential", warmup_epochs=5.0, decay_rate=0.99, decay_epochs=3.0, label_smoothing=0.1,
+        ema_decay=0.9999, log_steps=100, checkpoint_steps=5000, keep_checkpoints=5,
+    ),
+)
+
+# mobilenet-train --preset=mobilenet_v3_finetune --dataset=folder:/data/flowers : `finetune` on
+# keras.applications' MobileNetV3Large ImageNet weights (add --model=mobilenet_v3_small, --alpha=0.75
+# or --minimalistic for the others that have weights): its classifier (`logits`) replaced, the rest
+# frozen for 3 epochs, then all but batch norm at a tenth of the rate; dropout 0.2 as keras.applications.
+MOBILENET_V3_FINETUNE = replace(FINETUNE, model={"name": "mobilenet_v3_large", "dropout": 0.2})
+
 PRESETS: dict[str, Config] = {
     "digits": DIGITS,
     "mobilenet_v1_imagenet": MOBILENET_V1_IMAGENET,
@@ -275,4 +321,7 @@ PRESETS: dict[str, Config] = {
     "finetune": FINETUNE,
     "mobilenet_v2_qat_imagenet": MOBILENET_V2_QAT_IMAGENET,
     "mobilenet_v2_quant_imagenet": MOBILENET_V2_QUANT_IMAGENET,
+    "mobilenet_v3_large_imagenet": MOBILENET_V3_LARGE_IMAGENET,
+    "mobilenet_v3_small_imagenet": MOBILENET_V3_SMALL_IMAGENET,
+    "mobilenet_v3_finetune": MOBILENET_V3_FINETUNE,
 }

@@ -147,7 +147,7 @@ def model_card(classifier: predict.Classifier, model_path: str, run_dir: str | N
     if run_dir:
         cfg = config.load(run_dir)
         m = cfg.model
-        lines.append(f"**Model** {m.name} width {m.alpha}, input {m.image_size[0]}x{m.image_size[1]}"
+        lines.append(f"**Model** {m.describe()}, input {m.image_size[0]}x{m.image_size[1]}"
                      f"{', quantization-aware trained' if m.qat else ''}; trained on `{cfg.data.dataset}`.")
         try:
             with open(os.path.join(run_dir, "metrics.json")) as f:

@@ -143,7 +143,7 @@ def write_sidecar(directory: str, cfg: Config, **info) -> None:
 
     os.makedirs(directory, exist_ok=True)
     info = {
-        "model": f"{cfg.model.name} alpha {cfg.model.alpha}",
+        "model": cfg.model.describe(),
         "image_size": list(cfg.model.image_size),
         "crop_fraction": cfg.data.eval_crop_fraction,
         "input": "RGB pixels 0-255: center crop of crop_fraction of the shorter side, bilinear resize to image_size",

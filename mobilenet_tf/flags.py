@@ -28,7 +28,10 @@ class FlagError(UserError, ValueError):
 def define_train_flags() -> None:
     flags.DEFINE_string("preset", "digits", f"Named recipe to start from: {', '.join(config.PRESETS)}.")
     flags.DEFINE_enum("model", None, models.MODEL_NAMES, "Architecture.")
-    flags.DEFINE_float("alpha", None, "Width multiplier (V1: 0.25-1.0, V2: 0.35-1.4).")
+    flags.DEFINE_float("alpha", None, "Width multiplier (V1: 0.25-1.0, V2: 0.35-1.4, V3: 0.25-2.0; ImageNet weights "
+                       "for V1 0.25/0.5/0.75/1.0, V2 0.35/0.5/0.75/1.0/1.3/1.4, V3 0.75/1.0).")
+    flags.DEFINE_boolean("minimalistic", None, "V3: the minimalistic variant (3x3 kernels, ReLU, no squeeze-excite; "
+                         "ImageNet weights at alpha 1.0).")
     flags.DEFINE_string("image_size", None, "Input size: 224, or HEIGHTxWIDTH such as 192x256 (each >= 32).")
     flags.DEFINE_string("dataset", None, "digits (embedded default), tfrecord:DIR, folder:DIR or "
                         "tfds:NAME[:VERSION].")
@@ -89,6 +92,7 @@ def define_train_flags() -> None:
 _FIELDS = {
     "model": ("model", "name"),
     "alpha": ("model", "alpha"),
+    "minimalistic": ("model", "minimalistic"),
     "image_size": ("model", "image_size"),
     "dropout": ("model", "dropout"),
     "num_classes": ("model", "num_classes"),
@@ -146,10 +150,12 @@ def config_from_flags() -> config.Config:
 def validate(cfg: config.Config) -> None:
     """Raise FlagError naming the flag for any value that cannot work."""
     m, t = cfg.model, cfg.train
-    alphas = models.ALPHAS[m.name]
-    lo, hi = min(alphas), max(alphas)
+    lo, hi = models.ALPHA_RANGES[m.name]
     if not lo <= m.alpha <= hi:
         raise FlagError(f"--alpha={m.alpha}: {m.name} takes widths {lo} to {hi}")
+    if m.minimalistic and m.name not in models.MINIMALISTIC:
+        raise FlagError(f"--minimalistic: {m.name} has no minimalistic variant; {' and '.join(models.MINIMALISTIC)} "
+                        f"do")
     if min(m.image_size) < models.MIN_IMAGE_SIZE:
         raise FlagError(f"--image_size={m.image_size[0]}x{m.image_size[1]}: each side must be at least "
                         f"{models.MIN_IMAGE_SIZE}")
@@ -188,8 +194,9 @@ def validate(cfg: config.Config) -> None:
         if t.pretrained != "imagenet" and not os.path.isfile(t.pretrained):
             raise FlagError(f"--pretrained={t.pretrained}: no such file; give 'imagenet' or a keras.applications "
                             f"weight file (.h5)")
+        alphas = models.MINIMALISTIC_ALPHAS if m.minimalistic else models.ALPHAS[m.name]
         if m.alpha not in alphas:
-            raise FlagError(f"--pretrained: keras.applications has no ImageNet weights for {m.name} alpha {m.alpha}; "
+            raise FlagError(f"--pretrained: keras.applications has no ImageNet weights for {m.describe()}; "
                             f"use one of {', '.join(map(str, alphas))}")
     if t.init_checkpoint:
         check_init_checkpoint(cfg)
@@ -219,10 +226,11 @@ def check_init_checkpoint(cfg: config.Config) -> None:
     if not os.path.isfile(os.path.join(run_dir, config.CONFIG_FILE)):
         raise FlagError(f"--init_checkpoint={path}: no {config.CONFIG_FILE} beside it (a run of mobilenet-train)")
     source = config.load(run_dir).model
-    if (source.name, source.alpha) != (cfg.model.name, cfg.model.alpha):
-        raise FlagError(f"--init_checkpoint={path}: a run of {source.name} alpha {source.alpha}, but this command "
-                        f"trains {cfg.model.name} alpha {cfg.model.alpha}; give --model={source.name} "
-                        f"--alpha={source.alpha} or another checkpoint")
+    if (source.name, source.alpha, source.minimalistic) != (cfg.model.name, cfg.model.alpha, cfg.model.minimalistic):
+        raise FlagError(f"--init_checkpoint={path}: a run of {source.describe()}, but this command trains "
+                        f"{cfg.model.describe()}; give --model={source.name} --alpha={source.alpha}"
+                        f"{' --minimalistic' if source.minimalistic else ''} or another checkpoint")
+
 
 
 def tf_checkpoint_exists(path: str) -> bool:

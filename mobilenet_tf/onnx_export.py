@@ -8,8 +8,9 @@ has no ONNX counterpart (ONNX has no image decoder).
 
 Converted by tf2onnx 1.17.0, the only release that installs beside TensorFlow 2.21; opset 17 by
 default (18 turns the pooling into ReduceMean between two Transposes; tf2onnx 1.17 refuses 19 and
-up). Our fused batch norm folds into the convolutions. A quantization-aware run's fake-quant ops
-become QuantizeLinear/DequantizeLinear pairs.
+up). Our fused batch norm folds into the convolutions. V3's hard-swish and hard-sigmoid, which
+tf2onnx spells out as Add, Clip and Mul nodes, become ONNX's HardSwish (opset 14 on) and HardSigmoid.
+A quantization-aware run's fake-quant ops become QuantizeLinear/DequantizeLinear pairs.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def convert(model, image_size, opset: int = DEFAULT_OPSET, nchw: bool = False):
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise OnnxError(f"tf2onnx could not convert this model to opset {opset}: {first}") from None
     _rename_output(proto, OUTPUT)
+    _fuse_hard_activations(proto, opset)
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.checker.check_model(proto, full_check=True)
@@ -78,6 +80,61 @@ def _rename_output(proto, name: str) -> None:
         node.output[:] = [name if out == old else out for out in node.output]
         node.input[:] = [name if inp == old else inp for inp in node.input]
     proto.graph.output[0].name = name
+
+
+def _fuse_hard_activations(proto, opset: int) -> None:
+    """Replace tf2onnx's spelling of Keras' hard-swish, x * (clip(x + 3, 0, 6) * 1/6), by one HardSwish
+    node (opset 14 on), and of its hard-sigmoid, clip(x + 3, 0, 6) * 1/6, by one HardSigmoid
+    (alpha 1/6, beta 0.5: the same function), in place."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def scalar(name, value) -> bool:
+        return name in constants and constants[name].size == 1 and abs(float(constants[name].ravel()[0]) - value) < 1e-6
+
+    def only_consumer(node, op_type):
+        users = consumers.get(node.output[0], [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    replaced, added = set(), []
+    for add in graph.node:
+        if add.op_type != "Add" or not any(scalar(name, 3.0) for name in add.input):
+            continue
+        x = next(name for name in add.input if not scalar(name, 3.0))
+        clip = only_consumer(add, "Clip")
+        if clip is None or len(clip.input) != 3 or not (scalar(clip.input[1], 0.0) and scalar(clip.input[2], 6.0)):
+            continue
+        sixth = only_consumer(clip, "Mul")
+        if sixth is None or not any(scalar(name, 1 / 6) for name in sixth.input):
+            continue
+        times_x = only_consumer(sixth, "Mul")
+        if times_x is not None and x in times_x.input and opset >= 14:
+            fused, chain = helper.make_node("HardSwish", [x], [times_x.output[0]], name=times_x.name), (add, clip, sixth,
+                                                                                                        times_x)
+        else:
+            fused, chain = helper.make_node("HardSigmoid", [x], [sixth.output[0]], name=sixth.name, alpha=1 / 6,
+                                            beta=0.5), (add, clip, sixth)
+        replaced.update(id(node) for node in chain)
+        added.append((add, fused))
+    if not added:
+        return
+    # Each fused node takes its chain's place: its input exists there and its output is read only later.
+    at = {id(add): fused for add, fused in added}
+    nodes = [at.get(id(node), node) for node in graph.node if id(node) not in replaced or id(node) in at]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(proto)
 
 
 def write_model(model, cfg: Config, export_base: str, opset: int = DEFAULT_OPSET, nchw: bool = False) -> str:

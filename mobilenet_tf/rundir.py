@@ -86,7 +86,7 @@ def _holder(fd: int) -> str:
 
 
 # The fields that fix the model's weights, and the flags that set them.
-_MODEL_FIELDS = {"name": "--model", "alpha": "--alpha", "image_size": "--image_size",
+_MODEL_FIELDS = {"name": "--model", "alpha": "--alpha", "minimalistic": "--minimalistic", "image_size": "--image_size",
                  "num_classes": "--num_classes/--dataset", "class_names": "--dataset", "qat": "--qat"}
 
 

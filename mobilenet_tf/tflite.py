@@ -81,10 +81,6 @@ class QuantizationError(UserError, RuntimeError):
     """A quantization-aware model did not convert to integer-only compute."""
 
 
-# The compute ops an int8 MobileNet must run on int8 tensors.
-INTEGER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "SOFTMAX", "MUL")
-
-
 def op_types(flatbuffer: bytes) -> list[tuple[str, str]]:
     """(op name, dtype of its first input) of every op of a .tflite model, in execution order."""
     from ai_edge_litert.interpreter import Interpreter
@@ -96,8 +92,11 @@ def op_types(flatbuffer: bytes) -> list[tuple[str, str]]:
 
 
 def float_ops(flatbuffer: bytes) -> list[str]:
-    """The compute ops (`INTEGER_OPS`) of a .tflite model that run on float tensors."""
-    return sorted({name for name, dtype in op_types(flatbuffer) if name in INTEGER_OPS and dtype.startswith("float")})
+    """The ops of a .tflite model that compute on float tensors. In a full-integer model there are
+    none: its uint8 input is QUANTIZEd to int8, every op after that (convolutions, HARD_SWISH, the
+    adds and multiplies, the means, the softmax) takes int8, and the last DEQUANTIZEs the int8
+    probabilities to float32."""
+    return sorted({name for name, dtype in op_types(flatbuffer) if dtype.startswith("float")})
 
 
 def _convert(saved: str, mode: str, representative, quantized: bool = False) -> bytes:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from mobilenet_tf import config, export, tflite
 from mobilenet_tf.checkpoint import restore_model
-from mobilenet_tf.models import build_model, copy_weights, quantize
+from mobilenet_tf.models import MODEL_NAMES, build_model, copy_weights, quantize
 
 from clis import checkpoint_tensors, cli, env_for, one_error_line, run, run_until
 from images import held_out_pixels
@@ -33,7 +33,7 @@ def learned_quantizers(model):
 
 def test_twin_has_the_float_models_layers_and_copies_both_ways():
     scheme = quantize.QuantScheme()
-    for name in ("mobilenet_v1", "mobilenet_v2"):
+    for name in MODEL_NAMES:
         float_model = build_model(name, alpha=0.5, image_size=32, num_classes=7)
         twin = build_model(name, alpha=0.5, image_size=32, num_classes=7, quant=scheme)
         float_layers = {layer.name: [w.shape for w in layer.weights] for layer in float_model.layers if layer.weights}
@@ -117,9 +117,8 @@ def test_int8_model_runs_every_compute_op_on_int8(qat_run):
     names = [name for name, _ in ops]
     assert names.count("CONV_2D") == 35 and names.count("DEPTHWISE_CONV_2D") == 17
     assert {"ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= set(names)
-    for name, dtype in ops:
-        if name in tflite.INTEGER_OPS:
-            assert dtype == "int8", (name, dtype)
+    assert ops[0] == ("QUANTIZE", "uint8") and ops[-1] == ("DEQUANTIZE", "int8")
+    assert all(dtype == "int8" for _, dtype in ops[1:]), ops
     assert tflite.float_ops(flatbuffer) == []
     info = json.loads((qat_run / "qat" / "export" / "tflite" / "model_info.json").read_text())
     assert info["int8"] == "quantization-aware training"

@@ -345,3 +345,25 @@ def test_mixed_precision_training(precision, tmp_path, cache_dir):
     assert result["examples"] == 360 and np.isfinite(result["top1"])
     model, _ = restore_model(str(tmp_path))
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_mobilenet_v3_presets_are_model_gardens_recipes():
+    source = open(os.path.join(REPO, "mobilenet_tf", "config.py")).read()
+    assert "75.7" in source and "67.5" in source and "AutoAugment" in source and "RandAugment" in source
+    large, small = config.MOBILENET_V3_LARGE_IMAGENET, config.MOBILENET_V3_SMALL_IMAGENET
+    # imagenet_mobilenetv3large_tpu.yaml: AdamW 0.004 at 4096, cosine to 0, weight decay 0.1, 218,000 steps.
+    assert (large.model.name, large.model.dropout, large.model.bn_momentum, large.model.weight_decay) == \
+        ("mobilenet_v3_large", 0.2, 0.997, 0.1)
+    assert (large.train.optimizer, large.train.lr_schedule, large.train.warmup_epochs, large.train.ema_decay) == \
+        ("adamw", "cosine", 0.0, 0.0)
+    assert optim.peak_learning_rate(large.train) == pytest.approx(0.004)
+    assert large.train.label_smoothing == 0.1 and abs(large.train.epochs * 1281167 // 4096 - 218_000) < 1000
+    # imagenet_mobilenetv3small_tpu.yaml: RMSProp 0.426 at 4096, x0.99 every 3 epochs, EMA 0.9999, 1000 epochs.
+    assert (small.model.name, small.model.dropout, small.model.weight_decay) == ("mobilenet_v3_small", 0.2, 1e-5)
+    assert (small.train.optimizer, small.train.decay_rate, small.train.decay_epochs, small.train.ema_decay) == \
+        ("rmsprop", 0.99, 3.0, 0.9999)
+    assert optim.peak_learning_rate(small.train) == pytest.approx(0.426, abs=1e-3)
+    assert (small.train.epochs, small.train.warmup_epochs) == (1000, 5.0)
+    finetune = config.PRESETS["mobilenet_v3_finetune"]
+    assert (finetune.model.name, finetune.train.pretrained, finetune.train.freeze_backbone_epochs) == \
+        ("mobilenet_v3_large", "imagenet", 3)

@@ -1,5 +1,6 @@
-"""MobileNet V1 and V2 builders, layer-for-layer compatible with keras.applications."""
+"""MobileNet V1, V2 and V3 builders, layer-for-layer compatible with keras.applications."""
 
+import functools
 import math
 
 import keras
@@ -7,21 +8,36 @@ import keras
 from mobilenet_tf.models import quantize
 from mobilenet_tf.models.mobilenet_v1 import mobilenet_v1
 from mobilenet_tf.models.mobilenet_v2 import mobilenet_v2
+from mobilenet_tf.models.mobilenet_v3 import mobilenet_v3
 
-MODEL_NAMES = ("mobilenet_v1", "mobilenet_v2")
-# Widths keras.applications publishes ImageNet weights for.
+MODEL_NAMES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+# Widths keras.applications publishes ImageNet weights for (V3's minimalistic variant: 1.0 only).
 ALPHAS = {
     "mobilenet_v1": (0.25, 0.5, 0.75, 1.0),
     "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    "mobilenet_v3_large": (0.75, 1.0),
+    "mobilenet_v3_small": (0.75, 1.0),
 }
+MINIMALISTIC_ALPHAS = (1.0,)
+# Widths the command line takes: V1 and V2 those keras.applications publishes; V3 any sensible one.
+ALPHA_RANGES = {name: (min(alphas), max(alphas)) for name, alphas in ALPHAS.items()}
+ALPHA_RANGES.update({"mobilenet_v3_large": (0.25, 2.0), "mobilenet_v3_small": (0.25, 2.0)})
+# The families with keras.applications' `minimalistic` variant.
+MINIMALISTIC = ("mobilenet_v3_large", "mobilenet_v3_small")
 # Five stride-2 stages take 32 pixels down to a 1x1 feature map.
 MIN_IMAGE_SIZE = 32
 
-_BUILDERS = {"mobilenet_v1": mobilenet_v1, "mobilenet_v2": mobilenet_v2}
+_BUILDERS = {
+    "mobilenet_v1": mobilenet_v1,
+    "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v3_large": functools.partial(mobilenet_v3, size="large"),
+    "mobilenet_v3_small": functools.partial(mobilenet_v3, size="small"),
+}
 # keras.applications' defaults: V1 uses Keras' BN momentum and a tiny dropout, V2 a slower
-# BN momentum and no dropout.
-_DEFAULT_DROPOUT = {"mobilenet_v1": 1e-3, "mobilenet_v2": 0.0}
-_DEFAULT_BN_MOMENTUM = {"mobilenet_v1": 0.99, "mobilenet_v2": 0.999}
+# BN momentum and no dropout, V3 the slower momentum and dropout 0.2.
+_DEFAULT_DROPOUT = {"mobilenet_v1": 1e-3, "mobilenet_v2": 0.0, "mobilenet_v3_large": 0.2, "mobilenet_v3_small": 0.2}
+_DEFAULT_BN_MOMENTUM = {"mobilenet_v1": 0.99, "mobilenet_v2": 0.999, "mobilenet_v3_large": 0.999,
+                        "mobilenet_v3_small": 0.999}
 
 
 def build_model(
@@ -39,6 +55,7 @@ def build_model(
     channels=3,
     sync_bn=False,
     quant=None,
+    minimalistic=False,
 ):
     """Builds a MobileNet whose layer names match keras.applications'.
 
@@ -62,14 +79,17 @@ def build_model(
         replicas, so a multi-replica run normalizes as one device would.
       quant: a `quantize.QuantScheme`: build the fake-quantized twin (quantization-aware
         training), with the same layer names and weights plus the quantizers'.
+      minimalistic: V3 only: keras.applications' minimalistic variant (3x3 kernels, ReLU, no
+        squeeze-excite).
 
     Returns:
       A `keras.Model` named like keras.applications' (`mobilenet_v2_1.00_224`, or
-      `mobilenet_v2_1.00_96x128` for non-square input). With the top, the output is float32
-      probabilities under any dtype policy.
+      `mobilenet_v2_1.00_96x128` for non-square input; `mobilenet_v3_large_minimalistic_1.00_224`).
+      With the top, the output is float32 probabilities under any dtype policy.
 
     Raises:
-      ValueError: for an unknown name or an image smaller than MIN_IMAGE_SIZE.
+      ValueError: for an unknown name, an image smaller than MIN_IMAGE_SIZE, a width that is
+        not positive, or `minimalistic` for a family without that variant.
     """
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}.")
@@ -80,6 +100,9 @@ def build_model(
         )
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}.")
+    if minimalistic and name not in MINIMALISTIC:
+        raise ValueError(f"{name} has no minimalistic variant; {', '.join(MINIMALISTIC)} do.")
+    variant = {"minimalistic": True} if minimalistic else {}
     size_text = f"{height}" if height == width else f"{height}x{width}"
     return _BUILDERS[name](
         alpha=alpha,
@@ -93,7 +116,8 @@ def build_model(
         include_preprocessing=include_preprocessing,
         sync_bn=sync_bn,
         quant=quant,
-        name=f"{name}_{alpha:0.2f}_{size_text}",
+        name=f"{name}{'_minimalistic' if minimalistic else ''}_{alpha:0.2f}_{size_text}",
+        **variant,
     )
 
 
@@ -135,12 +159,12 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
         m.name, alpha=m.alpha, image_size=m.image_size, num_classes=m.num_classes, dropout=m.dropout,
         bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
         weight_decay=m.weight_decay if weight_decay is None else weight_decay,
-        include_preprocessing=include_preprocessing, sync_bn=m.sync_bn, quant=quant,
+        include_preprocessing=include_preprocessing, sync_bn=m.sync_bn, quant=quant, minimalistic=m.minimalistic,
     )
 
 
 # The classifier layers: re-initialized when the class count changes, trained while frozen.
-HEAD_LAYERS = ("conv_preds", "predictions")
+HEAD_LAYERS = ("conv_preds", "predictions", "logits")
 
 
 def copy_weights(source, target, skip=()):

@@ -1,4 +1,5 @@
-"""Pieces shared by MobileNet V1 and V2: channel rounding, stride-2 padding, weight decay."""
+"""Pieces shared by the MobileNet builders: batch norm, channel rounding, stride-2 padding, weight
+decay, activations and their quantized twins."""
 
 import keras
 import tensorflow as tf
@@ -143,20 +144,36 @@ def conv_bn(x, conv, bn_name, bn, quant=None):
     return norm(quantize.quantized_conv(conv, norm, quant)(x))
 
 
-def quantized(x, name, quant=None):
-    """`x` fake-quantized per tensor by an activation quantizer named `name` in a quantized twin;
-    `x` itself otherwise."""
-    return x if quant is None else quantize.ActivationQuantizer(quant, name=name)(x)
+def quantized(x, name, quant=None, fixed_range=None):
+    """`x` fake-quantized per tensor by an activation quantizer named `name` in a quantized twin
+    (over `fixed_range` when the values' range is known in advance, else a learned one); `x`
+    itself otherwise."""
+    return x if quant is None else quantize.ActivationQuantizer(quant, fixed_range=fixed_range, name=name)(x)
 
 
 def relu6(x, name, quant=None):
     """ReLU6 named `name` (fake-quantized after it, by `<name>_quant`, in a quantized twin)."""
-    return quantized(layers.ReLU(6.0, name=name)(x), f"{name}_quant", quant)
+    return activation(x, "relu6", name, quant)
 
 
-def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None):
-    """3x3 depthwise conv, padded explicitly when strided, then its batch norm (see `conv_bn`);
-    the twin of both families' blocks.
+def activation(x, kind, name, quant=None):
+    """The activation `kind` ("relu", "relu6" or "hard_swish") named `name`.
+
+    In a quantized twin its output is fake-quantized by `<name>_quant`. ReLU and ReLU6 fuse into
+    the convolution before them in TFLite, so their input needs no range of its own; hard-swish is
+    an op of its own (TFLite's HARD_SWISH, int8 in and out), so its input, the convolution's
+    output, is fake-quantized too, by `<name>_input_quant`.
+    """
+    if kind == "hard_swish":
+        x = quantized(x, f"{name}_input_quant", quant)
+        # Keras 3's own: x * relu6(x + 3) / 6, the pattern TFLite's converter fuses into HARD_SWISH.
+        return quantized(layers.Activation("hard_swish", name=name)(x), f"{name}_quant", quant)
+    return quantized(layers.ReLU(6.0 if kind == "relu6" else None, name=name)(x), f"{name}_quant", quant)
+
+
+def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None, kernel=3):
+    """A depthwise conv (3x3 unless `kernel` says otherwise), padded explicitly when strided, then
+    its batch norm (see `conv_bn`); the twin of every family's blocks.
 
     Args:
       x: NHWC feature map.
@@ -165,6 +182,7 @@ def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None):
       name: name of the DepthwiseConv2D layer.
       bn_name, bn: name and settings of its BatchNormalization.
       quant: a `quantize.QuantScheme` for the quantized twin, else None.
+      kernel: the kernel size.
 
     Returns:
       The normalized depthwise conv output (no activation). The kernel is not regularized, see
@@ -173,10 +191,16 @@ def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None):
     if strides == 1:
         padding = "same"
     else:
-        x = layers.ZeroPadding2D(correct_pad(x.shape[1:3], 3), name=pad_name)(x)
+        x = layers.ZeroPadding2D(correct_pad(x.shape[1:3], kernel), name=pad_name)(x)
         padding = "valid"
-    conv = layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False, name=name)
+    conv = layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, use_bias=False, name=name)
     return conv_bn(x, conv, bn_name, bn, quant)
+
+
+def conv_with_bias(x, conv, quant=None):
+    """`conv` (a Conv2D with a bias and no batch norm after it, not yet called) applied to `x`; its
+    quantized twin (per-channel kernel, no folding) in a quantized twin."""
+    return (conv if quant is None else quantize.quantized_conv(conv, None, quant))(x)
 
 
 def image_input(input_shape, include_preprocessing, quant=None):

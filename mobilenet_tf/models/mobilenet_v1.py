@@ -12,8 +12,16 @@ identical.
 import keras
 from keras import layers
 
-from mobilenet_tf.models import quantize
-from mobilenet_tf.models.layers import conv_bn, depthwise_conv_bn, head_dtype, image_input, quantized, regularizer, relu6
+from mobilenet_tf.models.layers import (
+    conv_bn,
+    conv_with_bias,
+    depthwise_conv_bn,
+    head_dtype,
+    image_input,
+    quantized,
+    regularizer,
+    relu6,
+)
 
 # The 13 depthwise-separable blocks of the paper's Table 1, as (pointwise filters, stride);
 # block ids start at 1 as in keras.applications.
@@ -88,9 +96,7 @@ def mobilenet_v1(
         if dropout > 0:
             x = layers.Dropout(dropout, name="dropout")(x)
         preds = layers.Conv2D(num_classes, 1, padding="same", kernel_regularizer=reg, name="conv_preds")
-        if quant is not None:
-            preds = quantize.quantized_conv(preds, None, quant)
-        x = quantized(preds(x), "conv_preds_quant", quant)
+        x = quantized(conv_with_bias(x, preds, quant), "conv_preds_quant", quant)
         x = layers.Reshape((num_classes,), name="reshape_2")(x)
         # Mixed-precision models still return float32 probabilities.
         x = layers.Activation("softmax", dtype=head_dtype(), name="predictions")(x)

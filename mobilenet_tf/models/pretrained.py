@@ -10,29 +10,32 @@ import keras
 from mobilenet_tf.errors import UserError
 from mobilenet_tf.models import HEAD_LAYERS, copy_weights
 
-APPLICATIONS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2"}
+APPLICATIONS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2", "mobilenet_v3_large": "MobileNetV3Large",
+                "mobilenet_v3_small": "MobileNetV3Small"}
 
 
 class PretrainedError(UserError, OSError):
     """keras.applications' weight file could not be fetched; the message names the file."""
 
 
-def load_pretrained(model: keras.Model, name: str, alpha: float, source: str) -> None:
+def load_pretrained(model: keras.Model, name: str, alpha: float, source: str, minimalistic: bool = False) -> None:
     """Fill `model` from keras.applications' ImageNet weights, copied by layer name.
 
     `source` is "imagenet" (keras.applications fetches the file with keras.utils.get_file, or
     finds it in ~/.keras/models) or the path of such a file (a `*_no_top.h5` file has no
     classifier). The classifier is copied only when `model` also has 1000 classes; otherwise it
     keeps its fresh initialization. Convolution weights do not depend on the input size, so the
-    reference model is built at 224 whatever size `model` has.
+    reference model is built at 224 whatever size `model` has. `minimalistic` picks V3's
+    minimalistic weights (`weights_mobilenet_v3_{large,small}_minimalistic_224_1.0_float*.h5`).
 
     Raises:
       PretrainedError: "imagenet" and the file is neither in ~/.keras/models nor downloadable.
     """
     include_top = "no_top" not in os.path.basename(source)
+    variant = {"minimalistic": minimalistic} if minimalistic else {}
     try:
         reference = getattr(keras.applications, APPLICATIONS[name])(
-            input_shape=(224, 224, 3), alpha=alpha, include_top=include_top, weights=source, classes=1000
+            input_shape=(224, 224, 3), alpha=alpha, include_top=include_top, weights=source, classes=1000, **variant
         )
     except Exception as error:  # keras.utils.get_file raises a bare Exception when the fetch fails
         fetch = re.match(r"URL fetch failure on (\S+): (.*)", str(error))

@@ -106,6 +106,18 @@ class ActivationQuantizer(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("mobilenet_tf")
+class QuantHardSigmoid(layers.Layer):
+    """relu6(x + 3) / 6 as TFLite's int8 kernels run it: an ADD with a fused ReLU6, then a MUL by
+    1/6, each output fake-quantized over its fixed range ([0, 6], then [0, 1]). The input must be
+    fake-quantized already."""
+
+    def call(self, inputs):
+        shifted = tf.nn.relu6(inputs + 3.0)
+        shifted = keras.quantizers.fake_quant_with_min_max_vars(shifted, 0.0, 6.0, num_bits=8)
+        return keras.quantizers.fake_quant_with_min_max_vars(shifted * (1.0 / 6.0), 0.0, 1.0, num_bits=8)
+
+
+@keras.saving.register_keras_serializable("mobilenet_tf")
 class FoldedBatchNormalization(layers.BatchNormalization):
     """A batch norm folded into the convolution before it (`QuantConv2D`, `QuantDepthwiseConv2D`):
     it keeps its name and weights, which that convolution reads and updates, and passes its input
