@@ -1,4 +1,5 @@
-"""Batch-1 CPU inference latency on one thread, MobileNetV2-1.0-224 (1000 classes), four ways:
+"""Batch-1 CPU inference latency on one thread, MobileNetV2-1.0-224 and V3-Large/Small-1.0-224 (1000
+classes), in every form we export:
 
 - keras:            the exported (0-255 input) Keras model called through a tf.function;
 - saved_model_jpeg: the SavedModel's `serving_default` on one JPEG's bytes (decode, crop, resize
@@ -9,18 +10,19 @@
 - tflite_int8_qat:  the full-integer model of the quantization-aware twin (models/quantize.py),
                     converted from its own ranges with no calibration;
 - onnx_ours:        our ONNX export (`mobilenet-export --onnx`, opset 17) on ONNX Runtime (CPU);
-- onnx_keras:       the peer: keras.applications.MobileNetV2 exported by Keras's own
-                    `model.export(format="onnx")`, on ONNX Runtime;
+- onnx_keras:       the peer: keras.applications.MobileNetV2 (MobileNetV3Large/Small) exported
+                    by Keras's own `model.export(format="onnx")`, on ONNX Runtime;
 - onnx_*_b32:       both ONNX models on a batch of 32 with ONNX Runtime on all cores (per-image ms).
 
-    nice -n 10 python benchmarks/inference.py [--quick]
+    nice -n 10 python benchmarks/inference.py [--quick] [--models=mobilenet_v2,mobilenet_v3_large,...]
 
 Weights are random (latency does not depend on them); int8 is calibrated on synthetic images and
 the QAT twin's ranges come from a few training-mode passes over them.
-The engines are timed in turns, a block of back-to-back calls each per round, so load from other
-processes falls on all of them alike. Prints a table and, last, one JSON line with p50/p90 in ms
-and both int8 models' speed-up over float32 TFLite. `--quick` (fewer rounds, fewer calibration images)
-finishes in under a minute.
+The engines of all models are timed in turns, a block of back-to-back calls each per round, so
+load from other processes falls on all of them alike. Prints a table and, last, one JSON line with
+p50/p90 in ms, both int8 models' speed-up over float32 TFLite, our ONNX against Keras's, and each
+V3's TFLite latency as a multiple of V2's (V2 ms / V3 ms). `--quick` (fewer rounds, fewer
+calibration images) takes about a minute a model.
 """
 
 from __future__ import annotations
@@ -62,18 +64,17 @@ def percentiles(seconds) -> dict:
     return {"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3)}
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and calibration images (< 60 s)")
-    args = parser.parse_args(argv)
-    rounds, warmup, calibration = (40, 5, 8) if args.quick else (300, 20, 64)
-    started = time.perf_counter()
-    rng = np.random.default_rng(0)
-    keras.utils.set_random_seed(0)
+PEERS = {"mobilenet_v2": keras.applications.MobileNetV2, "mobilenet_v3_large": keras.applications.MobileNetV3Large,
+         "mobilenet_v3_small": keras.applications.MobileNetV3Small}
+SHORT = {"mobilenet_v2": "v2", "mobilenet_v3_large": "v3_large", "mobilenet_v3_small": "v3_small"}
 
+
+def prepare(name: str, tmp: str, rng, calibration: int):
+    """({engine: one call}, {file: MB}) of model `name` at width 1.0, random weights."""
+    keras.utils.set_random_seed(0)
     cfg = config.replace(
         config.Config(),
-        model={"name": "mobilenet_v2", "alpha": 1.0, "image_size": IMAGE_SIZE, "num_classes": 1000,
+        model={"name": name, "alpha": 1.0, "image_size": IMAGE_SIZE, "num_classes": 1000,
                "class_names": tuple(f"class_{i}" for i in range(1000))},
         data={"eval_crop_fraction": 0.875},
     )
@@ -81,94 +82,122 @@ def main(argv=None) -> dict:
     serving = export.serving_model(model, cfg)
     pixels = synthetic_photo(rng, *IMAGE_SIZE).astype(np.float32)[None]
     jpeg = tf.io.encode_jpeg(synthetic_photo(rng, 256, 256), quality=90).numpy()
+    tmp = os.path.join(tmp, name)
+    keras_fn = tf.function(lambda x: serving(x, training=False))
+    saved = tf.saved_model.load(export.export_saved_model(model, cfg, tmp))
+    serve = saved.signatures["serving_default"]
+    representative = np.stack([synthetic_photo(rng, *IMAGE_SIZE) for _ in range(calibration)]).astype(np.float32)
+    flatbuffers = tflite.convert(serving, IMAGE_SIZE, ("float32", "int8"), representative)
+    qat_cfg = config.replace(cfg, model={"qat": True})
+    twin = build_from_config(qat_cfg.model)
+    copy_weights(model, twin)
+    for batch in np.array_split(representative / 127.5 - 1.0, 4):  # learn activation ranges
+        twin(batch, training=True)
+    flatbuffers["int8_qat"] = tflite.convert(export.serving_model(twin, qat_cfg), IMAGE_SIZE, ["int8"],
+                                             quantized=True)["int8"]
+    runners, sizes = {}, {}
+    for mode, flatbuffer in flatbuffers.items():
+        path = os.path.join(tmp, f"model_{mode}.tflite")
+        with open(path, "wb") as f:
+            f.write(flatbuffer)
+        sizes[f"tflite_{mode}"] = round(len(flatbuffer) / 1e6, 2)
+        runner = tflite.LiteRTModel(path, num_threads=1)
+        # Apps hand the interpreter a ready tensor: quantizing the input is not timed.
+        tensor = runner.quantize(pixels)
+        runners[mode] = lambda runner=runner, tensor=tensor: runner.invoke(tensor)
+
+    ort = {}
+    for source, model_to_export in (("ours", serving), ("keras", None)):
+        path = os.path.join(tmp, f"{source}.onnx")
+        if model_to_export is not None:
+            with open(path, "wb") as f:
+                f.write(onnx_export.convert(model_to_export, IMAGE_SIZE).SerializeToString())
+        else:  # keras.applications' model as published (V2 takes [-1, 1], V3 rescales 0-255 inside as ours)
+            peer = PEERS[name](weights=None, input_shape=(*IMAGE_SIZE, 3))
+            peer(pixels / 127.5 - 1.0)  # Keras exports only a model that has been called
+            peer.export(path, format="onnx", verbose=False)
+        sizes[f"onnx_{source}"] = round(os.path.getsize(path) / 1e6, 2)
+        ort[source] = (onnx_export.OnnxModel(path, num_threads=1), onnx_export.OnnxModel(path))
+    batch32 = np.repeat(pixels, 32, axis=0)
+    pixels_tensor, jpeg_tensor = tf.constant(pixels), tf.constant([jpeg])
+    engines = {
+        "keras": lambda: keras_fn(pixels_tensor).numpy(),
+        "saved_model_jpeg": lambda: serve(images=jpeg_tensor)["probabilities"].numpy(),
+        "tflite_float32": runners["float32"],
+        "tflite_int8": runners["int8"],
+        "tflite_int8_qat": runners["int8_qat"],
+        "onnx_ours": lambda: ort["ours"][0](pixels),
+        "onnx_keras": lambda: ort["keras"][0](pixels),
+        "onnx_ours_b32": lambda: ort["ours"][1](batch32),
+        "onnx_keras_b32": lambda: ort["keras"][1](batch32),
+    }
+    return engines, sizes
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and calibration images (< 60 s a model)")
+    parser.add_argument("--models", default="mobilenet_v2,mobilenet_v3_large,mobilenet_v3_small",
+                        help="comma-separated architectures, each at width 1.0")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    rounds, warmup, calibration = (40, 5, 8) if args.quick else (300, 20, 64)
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
 
     with tempfile.TemporaryDirectory(prefix="mobilenet_tf_bench_") as tmp:
-        keras_fn = tf.function(lambda x: serving(x, training=False))
-        saved = tf.saved_model.load(export.export_saved_model(model, cfg, tmp))
-        serve = saved.signatures["serving_default"]
-        representative = np.stack([synthetic_photo(rng, *IMAGE_SIZE) for _ in range(calibration)]).astype(np.float32)
-        flatbuffers = tflite.convert(serving, IMAGE_SIZE, ("float32", "int8"), representative)
-        qat_cfg = config.replace(cfg, model={"qat": True})
-        twin = build_from_config(qat_cfg.model)
-        copy_weights(model, twin)
-        for batch in np.array_split(representative / 127.5 - 1.0, 4):  # learn activation ranges
-            twin(batch, training=True)
-        flatbuffers["int8_qat"] = tflite.convert(export.serving_model(twin, qat_cfg), IMAGE_SIZE, ["int8"],
-                                                 quantized=True)["int8"]
-        runners, sizes = {}, {}
-        for mode, flatbuffer in flatbuffers.items():
-            path = os.path.join(tmp, f"model_{mode}.tflite")
-            with open(path, "wb") as f:
-                f.write(flatbuffer)
-            sizes[mode] = round(len(flatbuffer) / 1e6, 2)
-            runner = tflite.LiteRTModel(path, num_threads=1)
-            # Apps hand the interpreter a ready tensor: quantizing the input is not timed.
-            tensor = runner.quantize(pixels)
-            runners[mode] = lambda runner=runner, tensor=tensor: runner.invoke(tensor)
-
-        ort = {}
-        for name, model_to_export in (("ours", serving), ("keras", None)):
-            path = os.path.join(tmp, f"{name}.onnx")
-            if model_to_export is not None:
-                with open(path, "wb") as f:
-                    f.write(onnx_export.convert(model_to_export, IMAGE_SIZE).SerializeToString())
-            else:
-                peer = keras.applications.MobileNetV2(weights=None, input_shape=(*IMAGE_SIZE, 3))
-                peer(pixels / 127.5 - 1.0)  # Keras exports only a model that has been called
-                peer.export(path, format="onnx", verbose=False)
-            sizes[f"onnx_{name}"] = round(os.path.getsize(path) / 1e6, 2)
-            ort[name] = (onnx_export.OnnxModel(path, num_threads=1), onnx_export.OnnxModel(path))
-        batch32 = np.repeat(pixels, 32, axis=0)
-        pixels_tensor, jpeg_tensor = tf.constant(pixels), tf.constant([jpeg])
-        engines = {
-            "keras": lambda: keras_fn(pixels_tensor).numpy(),
-            "saved_model_jpeg": lambda: serve(images=jpeg_tensor)["probabilities"].numpy(),
-            "tflite_float32": runners["float32"],
-            "tflite_int8": runners["int8"],
-            "tflite_int8_qat": runners["int8_qat"],
-            "onnx_ours": lambda: ort["ours"][0](pixels),
-            "onnx_keras": lambda: ort["keras"][0](pixels),
-            "onnx_ours_b32": lambda: ort["ours"][1](batch32),
-            "onnx_keras_b32": lambda: ort["keras"][1](batch32),
-        }
+        engines, sizes = {}, {}
+        for name in names:
+            prepared_engines, sizes[name] = prepare(name, tmp, rng, calibration)
+            engines.update({(name, engine): run for engine, run in prepared_engines.items()})
         prepared = time.perf_counter() - started
-        times = {name: [] for name in engines}
-        for name, run in engines.items():
+        times = {key: [] for key in engines}
+        for run in engines.values():
             for _ in range(warmup):
                 run()
         # Rounds of BLOCK back-to-back calls per engine (the first of each untimed: it finds the
-        # caches full of the other engines' weights), engines in turn.
+        # caches full of the other engines' weights), every engine of every model in turn.
         for _ in range(rounds // BLOCK):
-            for name, run in engines.items():
+            for key, run in engines.items():
                 for i in range(BLOCK + 1):
                     start = time.perf_counter()
                     run()
                     if i:
-                        times[name].append(time.perf_counter() - start)
+                        times[key].append(time.perf_counter() - start)
 
-    result = {"model": "mobilenet_v2_1.00_224", "batch": 1, "threads": 1, "calls": len(times["keras"])}
-    for name in ("onnx_ours_b32", "onnx_keras_b32"):  # per image
-        times[name] = [t / 32 for t in times[name]]
-    result.update({name: percentiles(seconds) for name, seconds in times.items()})
-    result["onnx_ours_vs_keras_export"] = {
-        batch: round(result[f"onnx_keras{batch}"]["p50_ms"] / result[f"onnx_ours{batch}"]["p50_ms"], 2)
-        for batch in ("", "_b32")}
-    for name in ("int8", "int8_qat"):
-        result[f"{name}_vs_float32_tflite_speedup"] = {
-            key: round(result["tflite_float32"][key] / result[f"tflite_{name}"][key], 2) for key in ("p50_ms", "p90_ms")
-        }
-    result["tflite_mb"] = sizes
+    result = {"batch": 1, "threads": 1, "calls": rounds - rounds % BLOCK}
+    for name in names:
+        model = {}
+        for (owner, engine), seconds in times.items():
+            if owner == name:  # batch 32: per image
+                model[engine] = percentiles([t / 32 for t in seconds] if engine.endswith("_b32") else seconds)
+        model["onnx_ours_vs_keras_export"] = {
+            batch: round(model[f"onnx_keras{batch}"]["p50_ms"] / model[f"onnx_ours{batch}"]["p50_ms"], 2)
+            for batch in ("", "_b32")}
+        for mode in ("int8", "int8_qat"):
+            model[f"{mode}_vs_float32_tflite_speedup"] = {
+                key: round(model["tflite_float32"][key] / model[f"tflite_{mode}"][key], 2) for key in ("p50_ms", "p90_ms")
+            }
+        model["mb"] = sizes[name]
+        result[f"{name}_1.00_224"] = model
+    if "mobilenet_v2" in names:
+        result["vs_v2_tflite_p50"] = {
+            f"{SHORT[name]}_{mode}": round(result["mobilenet_v2_1.00_224"][f"tflite_{mode}"]["p50_ms"]
+                                           / result[f"{name}_1.00_224"][f"tflite_{mode}"]["p50_ms"], 2)
+            for name in names if name != "mobilenet_v2" for mode in ("float32", "int8", "int8_qat")}
     result["seconds"] = {"prepare": round(prepared, 1), "total": round(time.perf_counter() - started, 1)}
 
-    print(f"{'engine':<18} {'p50 ms':>8} {'p90 ms':>8}")
-    for name in engines:
-        print(f"{name:<18} {result[name]['p50_ms']:>8.2f} {result[name]['p90_ms']:>8.2f}")
-    for name in ("int8", "int8_qat"):
-        speedup = result[f"{name}_vs_float32_tflite_speedup"]
-        print(f"{name} vs float32 TFLite: {speedup['p50_ms']:.2f}x (p50), {speedup['p90_ms']:.2f}x (p90)")
-    ratio = result["onnx_ours_vs_keras_export"]
-    print(f"our ONNX vs Keras's own ONNX export (ONNX Runtime, p50): {ratio['']:.2f}x at batch 1, "
-          f"{ratio['_b32']:.2f}x at batch 32 (per image)")
+    engine_names = list(dict.fromkeys(engine for _, engine in engines))
+    print(f"{'p50 ms (p90)':<18}" + "".join(f"{SHORT.get(name, name):>18}" for name in names))
+    for engine in engine_names:
+        cells = [result[f"{name}_1.00_224"][engine] for name in names]
+        print(f"{engine:<18}" + "".join(f"{cell['p50_ms']:>10.2f} ({cell['p90_ms']:5.2f})" for cell in cells))
+    for name in names:
+        model = result[f"{name}_1.00_224"]
+        ratio = model["onnx_ours_vs_keras_export"]
+        print(f"{SHORT.get(name, name)}: int8 {model['int8_vs_float32_tflite_speedup']['p50_ms']:.2f}x and QAT int8 "
+              f"{model['int8_qat_vs_float32_tflite_speedup']['p50_ms']:.2f}x float32 TFLite; our ONNX "
+              f"{ratio['']:.2f}x Keras's own ONNX export at batch 1, {ratio['_b32']:.2f}x at batch 32")
     print(json.dumps(result), flush=True)
     return result
 

@@ -1,14 +1,18 @@
 """Training images/s of our loop against keras.applications + `fit`, measured side by side.
 
-    nice -n 10 python3 benchmarks/train_throughput.py [--quick]
+    nice -n 10 python3 benchmarks/train_throughput.py [--quick] [--model=mobilenet_v3_large]
 
-MobileNetV2-1.0 at 224x224 (128x128 with --quick), global batch 32, on this machine's CPU:
+MobileNetV2-1.0 (or `--model`'s V3, at width 1.0) at 224x224 (128x128 with --quick), global batch
+32, on this machine's CPU:
 - ours (float32 and mixed_bfloat16): `mobilenet_tf.train.train` on synthetic ImageNet-sized JPEG
   records (500x375, quality 90) through the full input pipeline (Inception crop on the encoded
-  bytes, flip, resize), RMSProp; images/s of the training loop after its first (tracing) interval.
-- peer: `keras.applications.MobileNetV2(weights=None)` compiled with defaults
-  (`compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")`) and `fit` on in-memory
-  tensors (no input pipeline at all); images/s of its epochs after the first.
+  bytes, flip, resize), the model's ImageNet preset with RMSProp and no RandAugment (the peer's
+  optimizer, and no augmentation it lacks); images/s of the training loop after its first
+  (tracing) interval.
+- peer: `keras.applications.MobileNetV2(weights=None)` (`MobileNetV3Large/Small(weights=None,
+  include_preprocessing=False)`) compiled with defaults (`compile(optimizer="rmsprop",
+  loss="sparse_categorical_crossentropy")`) and `fit` on in-memory tensors (no input pipeline at
+  all); images/s of its epochs after the first.
 
 The last line is JSON with both rates and ours / peer (goal: >= 1.5).
 
@@ -46,6 +50,23 @@ from mobilenet_tf import config, train  # noqa: E402
 from mobilenet_tf.data import tfrecord  # noqa: E402
 
 BATCH = 32
+PRESETS = {"mobilenet_v2": config.MOBILENET_V2_IMAGENET, "mobilenet_v3_large": config.MOBILENET_V3_LARGE_IMAGENET,
+           "mobilenet_v3_small": config.MOBILENET_V3_SMALL_IMAGENET}
+
+
+def recipe(model: str, size: int) -> config.Config:
+    """The model's ImageNet preset at `size`, on RMSProp and without RandAugment (as the peer)."""
+    return config.replace(PRESETS[model], model={"image_size": (size, size)}, data={"randaugment_ops": 0},
+                          train={"optimizer": "rmsprop", "batch_size": BATCH, "warmup_epochs": 0.0})
+
+
+def peer_model(model: str, size: int) -> keras.Model:
+    """keras.applications' model of that name, taking [-1, 1] input as ours does."""
+    if model == "mobilenet_v2":
+        return keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
+    application = {"mobilenet_v3_large": keras.applications.MobileNetV3Large,
+                   "mobilenet_v3_small": keras.applications.MobileNetV3Small}[model]
+    return application(weights=None, input_shape=(size, size, 3), classes=1000, include_preprocessing=False)
 
 
 class Rates(keras.callbacks.Callback):
@@ -71,13 +92,12 @@ def records(root: str, num_images: int) -> tfrecord.DatasetInfo:
     return tfrecord.read_info(os.path.join(root, "records"))
 
 
-def ours(info, root: str, precision: str, steps: int, interval: int, size: int) -> float:
+def ours(info, root: str, precision: str, steps: int, interval: int, size: int, model: str) -> float:
     cfg = config.replace(
-        config.MOBILENET_V2_IMAGENET,
-        model={"image_size": (size, size)},
+        recipe(model, size),
         data={"dataset": f"tfrecord:{info.data_dir}"},
-        train={"batch_size": BATCH, "epochs": 1, "precision": precision, "log_steps": interval,
-               "model_dir": os.path.join(root, f"run_{precision}"), "export": False, "warmup_epochs": 0.0},
+        train={"epochs": 1, "precision": precision, "log_steps": interval,
+               "model_dir": os.path.join(root, f"run_{precision}"), "export": False},
     )
     rates = Rates()
     train.train(cfg, datasets=info, callbacks=[rates])
@@ -85,9 +105,9 @@ def ours(info, root: str, precision: str, steps: int, interval: int, size: int) 
     return statistics.median(rates.rates[1:])  # the first interval includes tracing
 
 
-def keras_fit(steps: int, epochs: int, size: int) -> float:
+def keras_fit(steps: int, epochs: int, size: int, model_name: str) -> float:
     keras.config.set_dtype_policy("float32")
-    model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
+    model = peer_model(model_name, size)
     model.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (steps * BATCH, size, size, 3)).astype(np.float32)
@@ -132,14 +152,13 @@ def op_milliseconds(run, steps: int) -> collections.Counter:
     return totals
 
 
-def profile(size: int, steps: int = 3):
+def profile(size: int, model_name: str, steps: int = 3):
     from mobilenet_tf import optim
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 1000, BATCH).astype(np.int32)
-    cfg = config.replace(config.MOBILENET_V2_IMAGENET, model={"image_size": (size, size), "num_classes": 1000},
-                         train={"batch_size": BATCH, "warmup_epochs": 0.0})
+    cfg = config.replace(recipe(model_name, size), model={"num_classes": 1000})
     strategy = tf.distribute.get_strategy()
     model = train.build_train_model(cfg)
     optimizer = optim.build_optimizer(cfg.train, 100, weight_decay=cfg.model.weight_decay)
@@ -149,7 +168,7 @@ def profile(size: int, steps: int = 3):
     loop(iterator, tf.constant(1))  # trace
     ours_ops = op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)
     keras.backend.clear_session()
-    peer = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
+    peer = peer_model(model_name, size)
     peer.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
     xs, ys = np.concatenate([x] * steps), np.concatenate([y] * steps)
     peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # trace
@@ -165,20 +184,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
     parser.add_argument("--profile", action="store_true", help="first print each step's time by op type")
+    parser.add_argument("--model", choices=sorted(PRESETS), default="mobilenet_v2", help="architecture (width 1.0)")
     args = parser.parse_args()
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 1, 2, 128) if args.quick else (60, 10, 4, 224)
     if args.profile:
-        profile(size)
+        profile(size, args.model)
     root = tempfile.mkdtemp(prefix="train_throughput_")
     try:
         info = records(root, steps * BATCH)
         result = {
             "machine": f"{platform.machine()} {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}",
-            "model": f"mobilenet_v2 1.0 {size}", "global_batch": BATCH,
-            "ours_float32_img_s": round(ours(info, root, "float32", steps, interval, size), 1),
-            "ours_mixed_bfloat16_img_s": round(ours(info, root, "mixed_bfloat16", steps, interval, size), 1),
-            "keras_fit_img_s": round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size), 1),
+            "model": f"{args.model} 1.0 {size}", "global_batch": BATCH,
+            "ours_float32_img_s": round(ours(info, root, "float32", steps, interval, size, args.model), 1),
+            "ours_mixed_bfloat16_img_s": round(ours(info, root, "mixed_bfloat16", steps, interval, size, args.model), 1),
+            "keras_fit_img_s": round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -51,13 +51,14 @@ def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, s
 
 
 def convert(model: keras.Model, image_size, modes, representative: np.ndarray | None = None,
-            quantized: bool = False) -> dict[str, bytes]:
+            quantized: bool = False, per_channel: bool = True) -> dict[str, bytes]:
     """{mode: flatbuffer} of the 0-255 `model` (see `export.serving_model`) with batch size 1.
 
     `representative` (float32 0-255 pixels) calibrates `int8` and is required for it, unless the
     model is a quantization-aware twin (`quantized`): then `int8` takes the ranges the model
-    learned, with no calibration at all, and `QuantizationError` is raised if any convolution,
-    depthwise convolution, fully-connected layer or add is left in float.
+    learned, with no calibration at all, and `QuantizationError` is raised if any op is left in
+    float. `per_channel=False` quantizes calibrated convolution weights per tensor, as TFLite's
+    first int8 scheme did (for measuring what that costs; the exports never do).
     """
     with tempfile.TemporaryDirectory(prefix="mobilenet_tf_tflite_") as saved:
         # A SavedModel of one fixed-shape endpoint: the converter freezes its variables from there.
@@ -68,7 +69,7 @@ def convert(model: keras.Model, image_size, modes, representative: np.ndarray | 
             input_signature=[tf.TensorSpec([1, *image_size, 3], tf.float32, name="pixels")],
         )
         archive.write_out(saved, verbose=False)
-        flatbuffers = {mode: _convert(saved, mode, representative, quantized) for mode in modes}
+        flatbuffers = {mode: _convert(saved, mode, representative, quantized, per_channel) for mode in modes}
     if quantized and "int8" in flatbuffers:
         left = float_ops(flatbuffers["int8"])
         if left:
@@ -99,8 +100,9 @@ def float_ops(flatbuffer: bytes) -> list[str]:
     return sorted({name for name, dtype in op_types(flatbuffer) if dtype.startswith("float")})
 
 
-def _convert(saved: str, mode: str, representative, quantized: bool = False) -> bytes:
+def _convert(saved: str, mode: str, representative, quantized: bool = False, per_channel: bool = True) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter._experimental_disable_per_channel = not per_channel
     if mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]

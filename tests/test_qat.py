@@ -96,14 +96,28 @@ def test_folding_normalizes_as_batch_norm_and_quantizes_per_channel():
         np.testing.assert_allclose(grid[..., c] / step, np.round(grid[..., c] / step), atol=1e-3)
 
 
+# The families whose quantized twins differ: V2 (ReLU6, adds) and V3 (hard-swish, squeeze-excite).
+MODELS = ["mobilenet_v2", "mobilenet_v3_small"]
+EACH_MODEL = pytest.mark.parametrize("qat_run", MODELS, indirect=True)
+
+
+def qat_flags(root, model):
+    """A two-epoch deterministic QAT fine-tune of the float run in `root`, checkpointing every 6 steps,
+    with batch norm and the ranges frozen on the way (steps 50 and 60 of 88)."""
+    return [*SHORT, f"--model={model}", "--epochs=2", "--qat", f"--init_checkpoint={root / 'float'}",
+            "--deterministic", "--checkpoint_steps=6", "--log_steps=4", "--qat_freeze_bn_steps=50",
+            "--qat_freeze_range_steps=60"]
+
+
 @pytest.fixture(scope="module")
-def qat_run(tmp_path_factory, cache_dir):
-    """A short float run, a one-epoch QAT fine-tune from it, and its int8 export."""
-    root = tmp_path_factory.mktemp("qat")
-    float_run = run("train", *SHORT, "--epochs=2", f"--model_dir={root / 'float'}", cache_dir=cache_dir)
+def qat_run(request, tmp_path_factory, cache_dir):
+    """A short float run of the model `request.param` names, a QAT fine-tune from it (`qat_flags`),
+    and its int8 export."""
+    root = tmp_path_factory.mktemp(f"qat_{request.param}")
+    float_run = run("train", *SHORT, f"--model={request.param}", "--epochs=2", f"--model_dir={root / 'float'}",
+                    cache_dir=cache_dir)
     assert float_run.returncode == 0, float_run.stderr[-3000:]
-    qat = run("train", *SHORT, "--epochs=1", "--qat", f"--init_checkpoint={root / 'float'}",
-              f"--model_dir={root / 'qat'}", cache_dir=cache_dir)
+    qat = run("train", *qat_flags(root, request.param), f"--model_dir={root / 'qat'}", cache_dir=cache_dir)
     assert qat.returncode == 0, qat.stderr[-3000:]
     exported = run("export", f"--model_dir={root / 'qat'}", "--tflite=int8,float32", "--onnx", cache_dir=cache_dir)
     assert exported.returncode == 0, exported.stderr[-3000:]
@@ -111,12 +125,21 @@ def qat_run(tmp_path_factory, cache_dir):
 
 
 @QAT_RUN
+@EACH_MODEL
 def test_int8_model_runs_every_compute_op_on_int8(qat_run):
     flatbuffer = (qat_run / "qat" / "export" / "tflite" / "model_int8.tflite").read_bytes()
     ops = tflite.op_types(flatbuffer)
     names = [name for name, _ in ops]
-    assert names.count("CONV_2D") == 35 and names.count("DEPTHWISE_CONV_2D") == 17
-    assert {"ADD", "MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= set(names)
+    model, _ = restore_model(str(qat_run / "qat"))
+    count = lambda kind: sum(type(layer) is kind for layer in model.layers)  # noqa: E731
+    assert names.count("CONV_2D") == count(quantize.QuantConv2D)  # V2: 35, V3-Small: 43 with its SE convs
+    assert names.count("DEPTHWISE_CONV_2D") == count(quantize.QuantDepthwiseConv2D)
+    assert names.count("HARD_SWISH") == sum(layer.name.endswith("_hard_swish") for layer in model.layers)
+    if "v3" in model.name:  # squeeze-excite: its multiplies and hard-sigmoids
+        assert names.count("HARD_SWISH") == 19 and names.count("MUL") > names.count("MEAN") > 1
+    else:
+        assert names.count("CONV_2D") == 35 and "FULLY_CONNECTED" in names
+    assert {"ADD", "MEAN", "SOFTMAX"} <= set(names)
     assert ops[0] == ("QUANTIZE", "uint8") and ops[-1] == ("DEQUANTIZE", "int8")
     assert all(dtype == "int8" for _, dtype in ops[1:]), ops
     assert tflite.float_ops(flatbuffer) == []
@@ -127,6 +150,7 @@ def test_int8_model_runs_every_compute_op_on_int8(qat_run):
 
 
 @QAT_RUN
+@EACH_MODEL
 def test_int8_scales_are_the_ranges_in_the_checkpoint(qat_run):
     """Each activation's scale and zero point in the .tflite are those of the range the QAT
     checkpoint holds, after the zero-point nudging that FakeQuant and the converter both apply."""
@@ -137,19 +161,38 @@ def test_int8_scales_are_the_ranges_in_the_checkpoint(qat_run):
     interpreter = Interpreter(model_path=str(qat_run / "qat" / "export" / "tflite" / "model_int8.tflite"))
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     outputs = [tensors[op["outputs"][0]] for op in interpreter._get_ops_details()
-               if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MEAN", "FULLY_CONNECTED")]
-    outputs = [t for t in outputs if "recenter" not in t["name"]]  # the input scaling's fixed range
-    assert len(outputs) == len(quantizers) == 35 + 17 + 10 + 2
-    for tensor, quantizer in zip(outputs, quantizers):
+               if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "MEAN", "FULLY_CONNECTED",
+                                    "HARD_SWISH")]
+    # Not learned: the input scaling's and the hard-sigmoid's fixed ranges.
+    outputs = [t for t in outputs if not any(fixed in t["name"] for fixed in ("rescale", "recenter", "hard_sigmoid"))]
+    assert len(quantizers) == (35 + 17 + 10 + 2 if "v2" in model.name else 99)
+
+    def params(quantizer):
         low, high = float(quantizer.min.numpy()), float(quantizer.max.numpy())
-        scale = (high - low) / 255
-        zero_point = int(np.round(-low / scale)) - 128
-        assert tensor["quantization"][0] == pytest.approx(scale, rel=1e-5), quantizer.name
-        assert tensor["quantization"][1] == zero_point, quantizer.name
         assert low <= 0 < high
+        scale = (high - low) / 255
+        return scale, int(np.round(-low / scale)) - 128
+
+    # In order, each op's output quantized as its quantizer says. The converter drops only the
+    # means of one value: V3's poolings of 1x1 maps (at 32x32, its last stage: 3 squeeze-excites
+    # and the head).
+    expected, dropped = iter(quantizers), []
+    for tensor in outputs:
+        for quantizer in expected:
+            scale, zero_point = params(quantizer)
+            if tensor["quantization"][0] == pytest.approx(scale, rel=1e-5) and tensor["quantization"][1] == zero_point:
+                break
+            dropped.append(quantizer.name)
+        else:
+            pytest.fail(f"{tensor['name']}: {tensor['quantization']} is no quantizer's range")
+    dropped += [quantizer.name for quantizer in expected]
+    assert dropped == ([] if "v2" in model.name else
+                       ["expanded_conv_8_squeeze_excite_avg_pool_quant", "expanded_conv_9_squeeze_excite_avg_pool_quant",
+                        "expanded_conv_10_squeeze_excite_avg_pool_quant", "avg_pool_quant"])
 
 
 @QAT_RUN
+@EACH_MODEL
 def test_qat_export_serves_the_twin_and_int8_agrees(qat_run, cache_dir):
     """The SavedModel answers what QAT evaluated (its fake-quantized twin) and the int8 model
     agrees with it; the float32 TFLite model is the float model underneath."""
@@ -174,6 +217,7 @@ def test_qat_export_serves_the_twin_and_int8_agrees(qat_run, cache_dir):
 
 
 @QAT_RUN
+@EACH_MODEL
 def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
     """tf2onnx turns the fake-quant ops into QuantizeLinear/DequantizeLinear pairs; ONNX Runtime
     fuses them into integer kernels, so on this undertrained model it is as close to the
@@ -184,9 +228,11 @@ def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
 
     path = qat_run / "qat" / "export" / "onnx" / "model.onnx"
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
-    # Activations (66 with the input's) and the 53 conv and dense kernels.
-    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") >= 66
-    _, cfg = restore_model(str(qat_run / "qat"))
+    model, cfg = restore_model(str(qat_run / "qat"))
+    # Every learned activation range (V2: 64, V3-Small: 99), the fixed ones and the kernels.
+    assert ops.count("QuantizeLinear") == ops.count("DequantizeLinear") >= len(learned_quantizers(model)) + 2
+    # V3's hard-swish, fake-quantized before and after it: one HardSwish between two quantizers.
+    assert ops.count("HardSwish") == sum(layer.name.endswith("_hard_swish") for layer in model.layers)
     pixels, _ = held_out_pixels(cache_dir, cfg.model.image_size, count=100)
     pixels = np.floor(pixels + 0.5)
     served = tf.saved_model.load(str(qat_run / "qat" / "export" / "2")).signatures["serving_pixels"]
@@ -197,6 +243,7 @@ def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
 
 
 @QAT_RUN
+@pytest.mark.parametrize("qat_run", ["mobilenet_v2"], indirect=True)
 @pytest.mark.parametrize("flags,message", [
     (["--alpha=0.5"], "--init_checkpoint={float}: a run of mobilenet_v2 alpha 0.35"),
     (["--model=mobilenet_v1"], "--init_checkpoint={float}: a run of mobilenet_v2 alpha 0.35"),
@@ -218,20 +265,20 @@ def test_qat_needs_a_starting_point(cache_dir, tmp_path):
     assert "no checkpoint there" in one_error_line(result, "train")
 
 
-@pytest.mark.slow  # three QAT runs; CI runs it
+@pytest.mark.slow  # two more QAT runs; CI runs it
+@EACH_MODEL
 def test_qat_sigkill_and_restart_is_bit_identical(qat_run, cache_dir, tmp_path):
+    """Killed after its checkpoint at step 54 and started again, the fixture's QAT run ends with
+    every tensor of its checkpoint equal to the uninterrupted run's (the fixture's own)."""
     env = env_for(cache_dir)
-    flags = [*SHORT, "--epochs=2", "--qat", f"--init_checkpoint={qat_run / 'float'}", "--deterministic",
-             "--checkpoint_steps=6", "--log_steps=4", "--qat_freeze_bn_steps=50", "--qat_freeze_range_steps=60"]
-    reference = run("train", *flags, f"--model_dir={tmp_path / 'reference'}", cache_dir=cache_dir)
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    flags = qat_flags(qat_run, "mobilenet_v3_small" if "v3" in qat_run.name else "mobilenet_v2")
     resumed = tmp_path / "resumed"
     code, _ = run_until(cli("train", *flags, f"--model_dir={resumed}"), env, "step 56/88")
     assert code == -signal.SIGKILL
     finished = run("train", *flags, f"--model_dir={resumed}", cache_dir=cache_dir)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "starting at step 54" in finished.stderr or "starting at step 60" in finished.stderr
-    expected = checkpoint_tensors(str(tmp_path / "reference" / "ckpt-88"))
+    expected = checkpoint_tensors(str(qat_run / "qat" / "ckpt-88"))
     actual = checkpoint_tensors(str(resumed / "ckpt-88"))
     assert any("/min/" in key for key in expected) and any("/step/" in key for key in expected)
     for key in expected:

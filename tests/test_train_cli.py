@@ -115,12 +115,17 @@ def test_resumes_from_checkpoint(one_epoch, cache_dir, tmp_path):
         ("--epochs=0", "--epochs"),
         ("--strategy=tpu", "--strategy=tpu: no TPU reachable"),  # no TPU here
         ("--strategy=multi_worker TF_CONFIG={bad", "TF_CONFIG is not valid JSON"),
+        ("--minimalistic", "--minimalistic: mobilenet_v2 has no minimalistic variant"),
+        ("--model=mobilenet_v3_small --alpha=3", "--alpha=3.0: mobilenet_v3_small takes widths 0.25 to 2.0"),
+        ("--model=mobilenet_v3_large --minimalistic --alpha=0.75 --pretrained=imagenet",
+         "--pretrained: keras.applications has no ImageNet weights for mobilenet_v3_large minimalistic alpha 0.75; "
+         "use one of 1.0"),
     ],
 )
 def test_bad_flags_fail_in_one_line(flag, message, cache_dir, tmp_path):
     flag, _, tf_config = flag.partition(" TF_CONFIG=")
     env = {"TF_CONFIG": tf_config} if tf_config else {}
-    result = run("train", flag, f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, env=env_for(cache_dir, **env))
+    result = run("train", *flag.split(), f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, env=env_for(cache_dir, **env))
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("mobilenet-train: error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]

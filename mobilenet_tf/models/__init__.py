@@ -165,6 +165,8 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
 
 # The classifier layers: re-initialized when the class count changes, trained while frozen.
 HEAD_LAYERS = ("conv_preds", "predictions", "logits")
+# The layers keras.applications builds only with the top: a `*_no_top*.h5` file has none of them.
+TOP_LAYERS = (*HEAD_LAYERS, "conv_2")
 
 
 def copy_weights(source, target, skip=()):

@@ -8,7 +8,7 @@ import re
 import keras
 
 from mobilenet_tf.errors import UserError
-from mobilenet_tf.models import HEAD_LAYERS, copy_weights
+from mobilenet_tf.models import HEAD_LAYERS, TOP_LAYERS, copy_weights
 
 APPLICATIONS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2", "mobilenet_v3_large": "MobileNetV3Large",
                 "mobilenet_v3_small": "MobileNetV3Small"}
@@ -22,8 +22,8 @@ def load_pretrained(model: keras.Model, name: str, alpha: float, source: str, mi
     """Fill `model` from keras.applications' ImageNet weights, copied by layer name.
 
     `source` is "imagenet" (keras.applications fetches the file with keras.utils.get_file, or
-    finds it in ~/.keras/models) or the path of such a file (a `*_no_top.h5` file has no
-    classifier). The classifier is copied only when `model` also has 1000 classes; otherwise it
+    finds it in ~/.keras/models) or the path of such a file (a `*_no_top*.h5` file has no
+    classifier, nor V3's `conv_2`). The classifier is copied only when `model` also has 1000 classes; otherwise it
     keeps its fresh initialization. Convolution weights do not depend on the input size, so the
     reference model is built at 224 whatever size `model` has. `minimalistic` picks V3's
     minimalistic weights (`weights_mobilenet_v3_{large,small}_minimalistic_224_1.0_float*.h5`).
@@ -47,4 +47,4 @@ def load_pretrained(model: keras.Model, name: str, alpha: float, source: str, mi
             f"is a network, then pass --pretrained=PATH/{url.rsplit('/', 1)[-1]}"
         ) from None
     keep_head = include_top and model.output_shape[-1] == 1000
-    copy_weights(reference, model, skip=() if keep_head else HEAD_LAYERS)
+    copy_weights(reference, model, skip=() if keep_head else HEAD_LAYERS if include_top else TOP_LAYERS)
