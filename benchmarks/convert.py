@@ -124,7 +124,7 @@ def main():
           f"{num_images} JPEGs 500x375 q{QUALITY}; best of {rounds} rounds")
     with tempfile.TemporaryDirectory() as root:
         paths = make_tree(os.path.join(root, "ILSVRC"), num_images)
-        plan = convert.plan_imagenet(os.path.join(root, "ILSVRC"))
+        plan = plan.plan_imagenet(os.path.join(root, "ILSVRC"))
         # Each file listed several times: runs long enough that fixed costs (the pool, the state
         # files, dataset_info.json; worker start-up below) are not what is measured.
         several = dataclasses.replace(plan, splits={split: items * 4 for split, items in plan.splits.items()})

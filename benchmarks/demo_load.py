@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mobilenet_tf import config, export  # noqa: E402
-from mobilenet_tf.models import build_from_config  # noqa: E402
+from mobilenet_tf.models.build import build_from_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))

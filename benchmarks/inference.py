@@ -45,7 +45,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from mobilenet_tf import config, export, onnx_export, tflite  # noqa: E402
-from mobilenet_tf.models import build_from_config, copy_weights  # noqa: E402
+from mobilenet_tf.models.build import build_from_config, copy_weights  # noqa: E402
 
 IMAGE_SIZE = (224, 224)
 BLOCK = 10

@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mobilenet_tf import paths  # noqa: E402
 from mobilenet_tf.config import DataConfig  # noqa: E402
 from mobilenet_tf.data import pipeline, preprocess, tfrecord  # noqa: E402
 
@@ -99,7 +100,7 @@ def make_data(root: str, num_images: int, copies: int, content=photo):
                                      image_format="JPEG") for i, j in enumerate(jpegs)] * copies
     shards = 8
     for s in range(shards):
-        tfrecord.write_shard(os.path.join(records_dir, tfrecord.shard_name("train", s, shards)), records[s::shards])
+        tfrecord.write_shard(os.path.join(records_dir, paths.shard_name("train", s, shards)), records[s::shards])
     info = tfrecord.DatasetInfo(name="synthetic", num_classes=CLASSES, class_names=tuple(map(str, range(CLASSES))),
                                 counts={"train": len(records)})
     tfrecord.write_info(records_dir, info)

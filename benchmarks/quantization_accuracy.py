@@ -73,9 +73,13 @@ def write_tflite(flatbuffer: bytes, directory: str, cfg) -> str:
     return path
 
 
+def scaled(epochs: int, scale: float) -> int:
+    return max(1, round(epochs * scale))
+
+
 def run_case(name: str, seed: int, root: str, cache_dir: str, epochs_scale: float) -> dict:
     model_name, alpha, epochs = CASES[name]
-    epochs = max(1, round(epochs * epochs_scale))
+    epochs = scaled(epochs, epochs_scale)
     base = config.replace(config.DIGITS, model={"name": model_name, "alpha": alpha},
                           data={"cache_dir": cache_dir},
                           train={"epochs": epochs, "seed": seed, "log_steps": 0, "export": False,
@@ -83,7 +87,7 @@ def run_case(name: str, seed: int, root: str, cache_dir: str, epochs_scale: floa
     train.train(base)
     keras.backend.clear_session()
     qat = config.replace(config.qat_finetune(base), train={
-        "epochs": max(1, round(QAT_EPOCHS * epochs_scale)), "init_checkpoint": base.train.model_dir,
+        "epochs": scaled(QAT_EPOCHS, epochs_scale), "init_checkpoint": base.train.model_dir,
         "model_dir": os.path.join(root, f"{name}_{seed}_qat")})
     train.train(qat)
     keras.backend.clear_session()
@@ -140,9 +144,11 @@ def main(argv=None) -> dict:
     cache_dir = os.path.join(root, "cache")
     result = {"qat_epochs": QAT_EPOCHS, "calibration": {"ptq": 200, "ptq_tensor": 200, "ptq_few": 8}, "cases": {}}
     try:
+        scale = 0.2 if args.quick else 1.0
         for case in cases:
-            runs = [run_case(case, seed, root, cache_dir, 0.2 if args.quick else 1.0) for seed in seeds]
+            runs = [run_case(case, seed, root, cache_dir, scale) for seed in seeds]
             model_name, alpha, epochs = CASES[case]
+            epochs = scaled(epochs, scale)
             result["cases"][case] = {"model": f"{model_name} {alpha}", "epochs": epochs, "seeds": len(runs),
                                      "runs": runs, **summary(runs)}
             row = result["cases"][case]

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from input_pipeline import make_data  # noqa: E402
 
-from mobilenet_tf import config, train  # noqa: E402
+from mobilenet_tf import config, paths, train  # noqa: E402
 from mobilenet_tf.data import tfrecord  # noqa: E402
 
 BATCH = 32
@@ -84,7 +84,7 @@ def records(root: str, num_images: int) -> tfrecord.DatasetInfo:
     """Synthetic JPEG records with a train split and a one-batch validation split. Each photo is
     stored 4 times (decoding costs the same; making the photos is slow)."""
     _, info, _ = make_data(root, num_images // 4, copies=4)
-    shutil.copy(info.files("train")[0], os.path.join(info.data_dir, tfrecord.shard_name("validation", 0, 1)))
+    shutil.copy(info.files("train")[0], os.path.join(info.data_dir, paths.shard_name("validation", 0, 1)))
     held_out = sum(1 for _ in tf.data.TFRecordDataset(info.files("validation")))
     info = tfrecord.DatasetInfo(name=info.name, num_classes=info.num_classes, class_names=info.class_names,
                                 counts={"train": num_images, "validation": held_out})

@@ -175,7 +175,7 @@ def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bo
       NoCheckpoint: `model_dir` has no readable checkpoint.
     """
     from mobilenet_tf import config, optim
-    from mobilenet_tf.models import build_from_config
+    from mobilenet_tf.models.build import build_from_config
 
     cfg = config.load(model_dir)
     path = checkpoint_path or newest_readable(model_dir)

@@ -10,6 +10,15 @@ import dataclasses
 import json
 import os
 
+# What the string fields below take (checked where flags become a Config).
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float64")
+OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adamw")
+SCHEDULES = ("exponential", "cosine", "constant")
+TFLITE_MODES = ("float32", "float16", "dynamic", "int8")
+ONNX_OPSETS = range(13, 19)  # what tf2onnx 1.17.0 converts our models to
+ONNX_INSTALL = "pip install -e .[onnx] (tf2onnx 1.17.0, onnx and onnxruntime)"
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -172,6 +181,12 @@ def qat_finetune(cfg: Config) -> Config:
     float rate; Model Garden's starts at 1e-4)."""
     return replace(cfg, model={"qat": True},
                    train={"learning_rate": cfg.train.learning_rate * 0.1, "warmup_epochs": 0.0})
+
+
+def calibrates(cfg: Config) -> bool:
+    """Whether exporting `cfg` calibrates int8 on training images: post-training quantization. A
+    quantization-aware run never does; its int8 model takes the ranges it learned."""
+    return "int8" in cfg.export.tflite and not cfg.model.qat
 
 
 def default_cache_dir() -> str:

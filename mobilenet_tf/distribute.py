@@ -9,9 +9,9 @@ import shutil
 
 import tensorflow as tf
 
+from mobilenet_tf.config import STRATEGIES
 from mobilenet_tf.errors import UserError
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
 
 class StrategyError(UserError, ValueError):

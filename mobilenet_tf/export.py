@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import tempfile
 
@@ -24,7 +23,8 @@ import tensorflow as tf
 
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import preprocess
-from mobilenet_tf.models import build_from_config, copy_weights
+from mobilenet_tf.models.build import build_from_config, copy_weights
+from mobilenet_tf.paths import next_version
 
 LABELS_FILE = "labels.txt"
 INFO_FILE = "model_info.json"
@@ -169,12 +169,6 @@ def read_labels(path: str) -> tuple[str, ...]:
     """The class names of a labels.txt that `labels_text` wrote."""
     with open(path) as f:
         return tuple(line.rstrip("\n") for line in f)
-
-
-def next_version(export_base: str) -> int:
-    """One more than the largest integer-named version under `export_base` (1 when none)."""
-    versions = [int(d) for d in os.listdir(export_base) if re.fullmatch(r"\d+", d)] if os.path.isdir(export_base) else []
-    return max(versions, default=0) + 1
 
 
 def warmup_images(image_size) -> dict[str, bytes]:

@@ -8,17 +8,17 @@ line naming the flag and what to do, before any heavy work.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import re
 
 from absl import flags
 
-from mobilenet_tf import config, distribute, models, optim
+from mobilenet_tf import config, models, paths
+from mobilenet_tf.data import specs
 from mobilenet_tf.errors import UserError
-from mobilenet_tf.data import sources
 
 FLAGS = flags.FLAGS
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "float64")
 
 
 class FlagError(UserError, ValueError):
@@ -55,10 +55,10 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("epochs", None, "Epochs to train.")
     flags.DEFINE_integer("batch_size", None, "Global batch size (all replicas together).")
     flags.DEFINE_integer("seed", None, "Seed of weight init, data order and augmentation.")
-    flags.DEFINE_enum("strategy", None, distribute.STRATEGIES, "tf.distribute strategy.")
-    flags.DEFINE_enum("optimizer", None, optim.OPTIMIZERS, "Optimizer.")
+    flags.DEFINE_enum("strategy", None, config.STRATEGIES, "tf.distribute strategy.")
+    flags.DEFINE_enum("optimizer", None, config.OPTIMIZERS, "Optimizer.")
     flags.DEFINE_float("learning_rate", None, "Peak learning rate (after warm-up).")
-    flags.DEFINE_enum("lr_schedule", None, optim.SCHEDULES, "Decay after warm-up.")
+    flags.DEFINE_enum("lr_schedule", None, config.SCHEDULES, "Decay after warm-up.")
     flags.DEFINE_float("warmup_epochs", None, "Linear warm-up length in epochs.")
     flags.DEFINE_float("label_smoothing", None, "Label smoothing.")
     flags.DEFINE_float("weight_decay", None, "L2 on kernels (decoupled decay with adamw).")
@@ -71,7 +71,7 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("num_gpus", None, "GPUs to use (default all).")
     flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
     flags.DEFINE_enum("xla", None, ["auto", "true", "false"], "XLA-compile the step (auto: on GPU/TPU only).")
-    flags.DEFINE_enum("precision", None, PRECISIONS,
+    flags.DEFINE_enum("precision", None, config.PRECISIONS,
                       "Compute precision (mixed_float16 uses loss scaling; float64 for numerical checks).")
     flags.DEFINE_float("decay_rate", None, "Exponential schedule: rate per --decay_epochs.")
     flags.DEFINE_float("decay_epochs", None, "Exponential schedule: epochs per (staircase) decay.")
@@ -86,6 +86,9 @@ def define_train_flags() -> None:
                          "on (0: never).")
     flags.DEFINE_integer("qat_freeze_range_steps", None, "--qat: activation ranges stop moving from this step on "
                          "(0: never).")
+    # How the command reports, not what it trains (no Config field).
+    flags.DEFINE_boolean("json", False, "The last line: the result as JSON (top1, top5, examples, step, export) "
+                         "instead of a sentence.")
 
 
 # flag name -> (config section, field)
@@ -169,7 +172,7 @@ def validate(cfg: config.Config) -> None:
                         f"alphas >= 0")
     if d.max_bad_records is not None and d.max_bad_records < 0:
         raise FlagError(f"--max_bad_records={d.max_bad_records}: must not be negative")
-    problem = sources.check_spec(cfg.data.dataset, cfg.data)
+    problem = specs.check_spec(cfg.data.dataset, cfg.data)
     if problem:
         raise FlagError(f"--dataset={cfg.data.dataset}: {problem}")
     for name in ("epochs", "batch_size"):
@@ -220,7 +223,7 @@ def validate(cfg: config.Config) -> None:
 def check_init_checkpoint(cfg: config.Config) -> None:
     """--init_checkpoint must hold a run of the same architecture and width (its config.json)."""
     path = cfg.train.init_checkpoint
-    if not tf_checkpoint_exists(path):
+    if not paths.checkpoint_exists(path):
         raise FlagError(f"--init_checkpoint={path}: no checkpoint there; give a model_dir or a ckpt-N path")
     run_dir = path if os.path.isdir(path) else os.path.dirname(path) or "."
     if not os.path.isfile(os.path.join(run_dir, config.CONFIG_FILE)):
@@ -231,11 +234,6 @@ def check_init_checkpoint(cfg: config.Config) -> None:
                         f"{cfg.model.describe()}; give --model={source.name} --alpha={source.alpha}"
                         f"{' --minimalistic' if source.minimalistic else ''} or another checkpoint")
 
-
-
-def tf_checkpoint_exists(path: str) -> bool:
-    """A model_dir with a `checkpoint` file, or a checkpoint prefix (its .index file exists)."""
-    return os.path.isfile(os.path.join(path, "checkpoint")) or os.path.isfile(f"{path}.index")
 
 
 def check_replicas(cfg: config.Config, num_replicas: int) -> None:
@@ -264,6 +262,8 @@ def define_export_flags() -> None:
                        "(default 50).")
     flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
     flags.DEFINE_string("cache_dir", None, "Where the digits are materialized (default: the run's).")
+    flags.DEFINE_boolean("json", False, "The last line: the files written as JSON ({\"saved_model\": path, "
+                         "\"tflite\": {mode: path}, \"onnx\": path}) instead of a sentence.")
 
 
 def define_eval_flags() -> None:
@@ -309,8 +309,6 @@ def define_demo_flags() -> None:
 
 def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]:
     """(model_dir, checkpoint path or None, the run's Config with the export flags applied, version)."""
-    from mobilenet_tf import export, tflite
-
     if bool(FLAGS.model_dir) == bool(FLAGS.checkpoint):
         raise FlagError("--model_dir or --checkpoint: give exactly one (the run, or one checkpoint of it)")
     if FLAGS.checkpoint:
@@ -319,16 +317,16 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         model_dir = os.path.dirname(FLAGS.checkpoint) or "."
     else:
         model_dir = FLAGS.model_dir
-        if not tf_checkpoint_exists(model_dir):
+        if not paths.checkpoint_exists(model_dir):
             raise FlagError(f"--model_dir={model_dir}: no checkpoint there; train with mobilenet-train first")
     if not os.path.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
         raise FlagError(f"--model_dir={model_dir}: no {config.CONFIG_FILE} (written by mobilenet-train)")
     cfg = config.load(model_dir)
     modes = tuple(dict.fromkeys(mode.strip() for mode in FLAGS.tflite if mode.strip()))
-    unknown = [mode for mode in modes if mode not in tflite.MODES]
+    unknown = [mode for mode in modes if mode not in config.TFLITE_MODES]
     if unknown:
         raise FlagError(f"--tflite={','.join(FLAGS.tflite)}: unknown {', '.join(unknown)}; use any of "
-                        f"{','.join(tflite.MODES)}")
+                        f"{','.join(config.TFLITE_MODES)}")
     fields = {"export_dir": FLAGS.export_dir or os.path.join(model_dir, "export"), "tflite": modes,
               "onnx": FLAGS.onnx, "onnx_opset": FLAGS.onnx_opset, "onnx_nchw": FLAGS.onnx_nchw}
     if FLAGS.onnx or FLAGS["onnx_opset"].present or FLAGS.onnx_nchw:
@@ -348,22 +346,22 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         export_dir = fields["export_dir"]
         if os.path.exists(os.path.join(export_dir, str(FLAGS.version))):
             raise FlagError(f"--version={FLAGS.version}: {export_dir}/{FLAGS.version} exists and is never overwritten; "
-                            f"omit --version for the next one ({export.next_version(export_dir)})")
-    if tflite.calibrates(cfg):
-        problem = sources.check_spec(cfg.data.dataset, cfg.data)
+                            f"omit --version for the next one ({paths.next_version(export_dir)})")
+    if config.calibrates(cfg):
+        problem = specs.check_spec(cfg.data.dataset, cfg.data)
         if problem:
             raise FlagError(f"--tflite=int8 calibrates on the run's data set {cfg.data.dataset}: {problem}")
     return model_dir, FLAGS.checkpoint, cfg, FLAGS.version
 
 
 def check_onnx(opset: int) -> None:
-    """--onnx needs tf2onnx (the onnx extra) and an opset it converts to."""
-    from mobilenet_tf import onnx_export
-
-    if opset not in onnx_export.OPSETS:
-        raise FlagError(f"--onnx_opset={opset}: tf2onnx 1.17.0 converts opsets {onnx_export.OPSETS.start} to "
-                        f"{onnx_export.OPSETS.stop - 1}; use {onnx_export.DEFAULT_OPSET}")
-    onnx_export.tf2onnx_convert()
+    """--onnx needs tf2onnx (the onnx extra) and an opset it converts to. Only tf2onnx's presence is
+    checked here (importing it loads TensorFlow); the export imports it before writing anything."""
+    if opset not in config.ONNX_OPSETS:
+        raise FlagError(f"--onnx_opset={opset}: tf2onnx 1.17.0 converts opsets {config.ONNX_OPSETS.start} to "
+                        f"{config.ONNX_OPSETS.stop - 1}; use {config.ExportConfig.onnx_opset}")
+    if importlib.util.find_spec("tf2onnx") is None:
+        raise FlagError(f"--onnx needs tf2onnx, which is not installed; {config.ONNX_INSTALL}")
 
 
 def check_providers(providers) -> None:
@@ -373,9 +371,7 @@ def check_providers(providers) -> None:
     try:
         import onnxruntime
     except ImportError:
-        from mobilenet_tf import onnx_export
-
-        raise FlagError(f"--onnx_providers needs onnxruntime; {onnx_export.INSTALL}") from None
+        raise FlagError(f"--onnx_providers needs onnxruntime; {config.ONNX_INSTALL}") from None
     unknown = [p for p in providers if p not in onnxruntime.get_available_providers()]
     if unknown:
         raise FlagError(f"--onnx_providers={','.join(providers)}: this ONNX Runtime has no {', '.join(unknown)}; "
@@ -392,7 +388,7 @@ def eval_job_from_flags() -> tuple[str, str, config.DataConfig]:
     kind, path = given[0]
     check_providers(FLAGS.onnx_providers)
     problems = {
-        "checkpoint": not tf_checkpoint_exists(path) or not os.path.isfile(os.path.join(path, config.CONFIG_FILE)),
+        "checkpoint": not paths.checkpoint_exists(path) or not os.path.isfile(os.path.join(path, config.CONFIG_FILE)),
         "saved_model": not os.path.isfile(os.path.join(path, "saved_model.pb")),
         "tflite": not os.path.isfile(path),
         "onnx": not os.path.isfile(path),
@@ -403,7 +399,7 @@ def eval_job_from_flags() -> tuple[str, str, config.DataConfig]:
     data = config.load(path).data if kind == "checkpoint" else config.DataConfig()
     data = dataclasses.replace(data, dataset=FLAGS.dataset or data.dataset or "digits",
                                cache_dir=FLAGS.cache_dir or data.cache_dir)
-    problem = sources.check_spec(data.dataset, data)
+    problem = specs.check_spec(data.dataset, data)
     if problem:
         raise FlagError(f"--dataset={data.dataset}: {problem}")
     if FLAGS.batch_size is not None and FLAGS.batch_size < 1:
@@ -413,11 +409,9 @@ def eval_job_from_flags() -> tuple[str, str, config.DataConfig]:
 
 def check_model(path: str | None) -> None:
     """--model of mobilenet-predict and mobilenet-demo: a form `predict.load` takes."""
-    from mobilenet_tf import predict
-
     if not path:
         raise FlagError("--model: give a SavedModel directory, a .tflite or .onnx file or a training run's model_dir")
-    if predict.kind_of(path) is None:
+    if paths.kind_of(path) is None:
         raise FlagError(f"--model={path}: not a SavedModel directory, a .tflite or .onnx file or a model_dir")
 
 

@@ -21,16 +21,14 @@ import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf import export
-from mobilenet_tf.config import Config
+from mobilenet_tf.config import ONNX_INSTALL, Config, ExportConfig
 from mobilenet_tf.errors import UserError
 from mobilenet_tf.rundir import write_atomic
 
 DIR = "onnx"
 FILE = "model.onnx"
-OPSETS = range(13, 19)  # what tf2onnx 1.17.0 converts our models to
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = ExportConfig.onnx_opset
 INPUT, OUTPUT = "images", "probabilities"
-INSTALL = "pip install -e .[onnx] (tf2onnx 1.17.0, onnx and onnxruntime)"
 
 
 class OnnxError(UserError, RuntimeError):
@@ -47,7 +45,7 @@ def tf2onnx_convert():
         import tf2onnx  # noqa: F401
         import tf2onnx.convert
     except ImportError as error:
-        raise OnnxError(f"--onnx needs tf2onnx, which is not installed ({error}); {INSTALL}") from None
+        raise OnnxError(f"--onnx needs tf2onnx, which is not installed ({error}); {ONNX_INSTALL}") from None
     return tf2onnx.convert
 
 
@@ -159,7 +157,7 @@ class OnnxModel:
         try:
             import onnxruntime
         except ImportError as error:
-            raise OnnxError(f"running an ONNX model needs onnxruntime ({error}); {INSTALL}") from None
+            raise OnnxError(f"running an ONNX model needs onnxruntime ({error}); {ONNX_INSTALL}") from None
         options = onnxruntime.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads

@@ -7,9 +7,6 @@ from keras import ops
 
 from mobilenet_tf.config import TrainConfig
 
-OPTIMIZERS = ("rmsprop", "sgd", "momentum", "adamw")
-SCHEDULES = ("exponential", "cosine", "constant")
-
 
 @keras.saving.register_keras_serializable("mobilenet_tf")
 class Warmup(keras.optimizers.schedules.LearningRateSchedule):

@@ -10,12 +10,11 @@ Serving runs), the others through `export.checked_eval_pixels`.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf import config, export, tflite
+from mobilenet_tf import config, export, paths, tflite
 from mobilenet_tf.data import tfrecord
 
 
@@ -107,27 +106,13 @@ class CheckpointClassifier(_PixelClassifier):
         super().__init__(cfg.model.image_size, cfg.data.eval_crop_fraction, cfg.export.max_pixels)
 
 
-def kind_of(path: str) -> str | None:
-    """"saved_model", "tflite", "onnx", "checkpoint" or "model_base" (integer versions); None if none
-    of them."""
-    if os.path.isfile(path):
-        return {".tflite": "tflite", ".onnx": "onnx"}.get(os.path.splitext(path)[1])
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return "saved_model"
-    if os.path.isfile(os.path.join(path, config.CONFIG_FILE)) and os.path.isfile(os.path.join(path, "checkpoint")):
-        return "checkpoint"
-    if os.path.isdir(path) and any(re.fullmatch(r"\d+", d) for d in os.listdir(path)):
-        return "model_base"
-    return None
-
-
 def load(path: str, *, ema: bool = True, num_threads: int | None = None, providers=None) -> Classifier:
     """The Classifier of `path` (see the module docstring); `providers`: ONNX Runtime's, for .onnx.
 
     Raises:
       ValueError: `path` is none of the forms above.
     """
-    kind = kind_of(path)
+    kind = paths.kind_of(path)
     if kind == "tflite":
         return TFLiteClassifier(path, num_threads=num_threads)
     if kind == "onnx":
@@ -137,7 +122,7 @@ def load(path: str, *, ema: bool = True, num_threads: int | None = None, provide
     if kind == "checkpoint":
         return CheckpointClassifier(path, ema=ema)
     if kind == "model_base":
-        return SavedModelClassifier(os.path.join(path, str(export.next_version(path) - 1)))
+        return SavedModelClassifier(os.path.join(path, str(paths.next_version(path) - 1)))
     raise ValueError(f"{path} is not a SavedModel directory, a .tflite or .onnx file or a training run's model_dir")
 
 

@@ -17,24 +17,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mobilenet_tf import export
+from mobilenet_tf import chatter, export
 from mobilenet_tf.config import Config
 from mobilenet_tf.data import preprocess, tfrecord
 from mobilenet_tf.errors import UserError
 from mobilenet_tf.rundir import write_atomic
 
-MODES = ("float32", "float16", "dynamic", "int8")
 DIR = "tflite"
 
 
 def model_path(export_base: str, mode: str) -> str:
     return os.path.join(export_base, DIR, f"model_{mode}.tflite")
-
-
-def calibrates(cfg: Config) -> bool:
-    """Whether exporting `cfg` calibrates int8 on training images: post-training quantization. A
-    quantization-aware run never does; its int8 model takes the ranges it learned."""
-    return "int8" in cfg.export.tflite and not cfg.model.qat
 
 
 def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, seed: int = 0) -> np.ndarray:
@@ -124,7 +117,8 @@ def _convert(saved: str, mode: str, representative, quantized: bool = False, per
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.float32
-    return converter.convert()
+    with chatter.filtered("TFLite converter"):
+        return converter.convert()
 
 
 def write_models(model: keras.Model, cfg: Config, export_base: str, modes,
@@ -159,8 +153,9 @@ class LiteRTModel:
     def __init__(self, path: str, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        with chatter.filtered("LiteRT"):  # its "Created TensorFlow Lite XNNPACK delegate" line
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.image_size = tuple(int(d) for d in self.input["shape"][1:3])

@@ -27,7 +27,8 @@ from mobilenet_tf.checkpoint import CheckpointManagerCallback, restore_model
 from mobilenet_tf.config import Config
 from mobilenet_tf.errors import UserError
 from mobilenet_tf.data import pipeline, sources, tfrecord
-from mobilenet_tf.models import HEAD_LAYERS, build_from_config, copy_weights
+from mobilenet_tf.models import HEAD_LAYERS
+from mobilenet_tf.models.build import build_from_config, copy_weights
 from mobilenet_tf.models.pretrained import load_pretrained
 
 
@@ -357,6 +358,4 @@ def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extr
             result["export"] = export.export_saved_model(model, cfg, os.path.join(model_dir, "export"))
         if chief:
             rundir.write_atomic(os.path.join(model_dir, "metrics.json"), json.dumps(result))
-    if chief:
-        print(f"held-out top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  ({metrics['examples']} images)")
     return result

@@ -34,10 +34,25 @@ def cli(command, *args):
     return [sys.executable, "-m", f"mobilenet_tf.cli.{command}", *map(str, args)]
 
 
+# TensorFlow's and LiteRT's start-up chatter (see mobilenet_tf/chatter.py): never on a command's stderr.
+CHATTER = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on", "cudart_stub.cc",
+           "cuInit", "cpu_feature_guard", "rebuild TensorFlow with the appropriate compiler flags",
+           "Created TensorFlow Lite XNNPACK delegate", "fully_quantize:")
+
+
+def chatter_in(stderr: str) -> list[str]:
+    """The lines of `stderr` that hold any of TensorFlow's start-up chatter."""
+    return [line for line in stderr.splitlines() if any(pattern in line for pattern in CHATTER)]
+
+
 def run(command, *args, cache_dir=None, timeout=900, env=None):
-    """Run `mobilenet-<command> ARGS` to its end; the CompletedProcess (text stdout and stderr)."""
-    return subprocess.run(cli(command, *args), capture_output=True, text=True, cwd=REPO, timeout=timeout,
-                          env=env or env_for(cache_dir))
+    """Run `mobilenet-<command> ARGS` to its end; the CompletedProcess (text stdout and stderr). Every
+    command of the suite is checked to start quiet: no line of TensorFlow's chatter on its stderr."""
+    result = subprocess.run(cli(command, *args), capture_output=True, text=True, cwd=REPO, timeout=timeout,
+                            env=env or env_for(cache_dir))
+    if "--verbosity=1" not in args:
+        assert not chatter_in(result.stderr), chatter_in(result.stderr)
+    return result
 
 
 def train_cmd(model_dir, *flags):

@@ -11,7 +11,9 @@ import tensorflow as tf
 import imagenet_like
 from images import encode_bmp, encode_gif
 from imagenet_like import HAZARDS, TEXTS, VAL_LABELS, WNIDS
+from mobilenet_tf import paths
 from mobilenet_tf.data import convert, tfrecord
+from mobilenet_tf.data.plan import ConvertError, plan_folder, plan_imagenet
 
 SHARDS = {"train": 3, "validation": 2}
 GOOD_TRAIN = len(WNIDS) * imagenet_like.TRAIN_PER_CLASS + sum(reason is None for reason in HAZARDS.values())
@@ -42,10 +44,10 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(tree, tmp_path_factory):
     """The CLI as users run it, with two worker processes."""
-    root, paths = tree
+    root, inputs = tree
     out = tmp_path_factory.mktemp("imagenet_records")
     result = run("convert", f"--input_dir={root}", f"--output_dir={out}",
-                         f"--validation_labels={paths['validation_labels']}", f"--synset_words={paths['synset_words']}",
+                         f"--validation_labels={inputs['validation_labels']}", f"--synset_words={inputs['synset_words']}",
                          "--train_shards=3", "--validation_shards=2", "--num_workers=2")
     return out, result
 
@@ -149,8 +151,8 @@ def test_imagenet_cli_writes_shards_and_info(converted):
 def test_imagenet_records(converted, tree):
     out, _ = converted
     root, _ = tree
-    train = [r for s in range(3) for r in read_records(out / tfrecord.shard_name("train", s, 3))]
-    validation = [r for s in range(2) for r in read_records(out / tfrecord.shard_name("validation", s, 2))]
+    train = [r for s in range(3) for r in read_records(out / paths.shard_name("train", s, 3))]
+    validation = [r for s in range(2) for r in read_records(out / paths.shard_name("validation", s, 2))]
     assert len(train) == GOOD_TRAIN and len(validation) == 5
     expected_train = {f"{w}_{i}.JPEG" for w in WNIDS for i in range(imagenet_like.TRAIN_PER_CLASS)}
     expected_train |= {name for name, reason in HAZARDS.items() if reason is None}
@@ -171,19 +173,19 @@ def test_imagenet_records(converted, tree):
             assert encoded == original  # RGB JPEGs are copied byte for byte
     # The fixed-seed shuffle spreads the classes over the shards.
     for s in range(3):
-        labels = {r["image/class/label"] for r in read_records(out / tfrecord.shard_name("train", s, 3))}
+        labels = {r["image/class/label"] for r in read_records(out / paths.shard_name("train", s, 3))}
         assert len(labels) >= 2
 
 
 def test_second_run_is_byte_identical(converted, tree, tmp_path):
     """Two workers (the CLI) and one thread here: the same bytes. Another seed: another order."""
     out, _ = converted
-    root, paths = tree
-    plan = convert.plan_imagenet(str(root), **paths)
+    root, inputs = tree
+    plan = plan_imagenet(str(root), **inputs)
     convert.write(plan, str(tmp_path / "again"), shards=SHARDS)
     assert shard_bytes(tmp_path / "again") == shard_bytes(out)
     assert (tmp_path / "again" / "dataset_info.json").read_text() == (out / "dataset_info.json").read_text()
-    other = convert.plan_imagenet(str(root), seed=1, **paths)
+    other = plan_imagenet(str(root), seed=1, **inputs)
     convert.write(other, str(tmp_path / "seed1"), shards=SHARDS)
     first, second = shard_bytes(out), shard_bytes(tmp_path / "seed1")
     assert first["train-00000-of-00003"] != second["train-00000-of-00003"]
@@ -192,8 +194,8 @@ def test_second_run_is_byte_identical(converted, tree, tmp_path):
 
 
 def test_resume_rewrites_only_missing_or_changed_shards(tree, tmp_path):
-    root, paths = tree
-    plan = convert.plan_imagenet(str(root), **paths)
+    root, inputs = tree
+    plan = plan_imagenet(str(root), **inputs)
     out = tmp_path / "out"
     convert.write(plan, str(out), shards=SHARDS)
     before = shard_bytes(out)
@@ -218,13 +220,13 @@ def test_resume_rewrites_only_missing_or_changed_shards(tree, tmp_path):
 
 def test_changed_input_rewrites_its_shard(tmp_path):
     root = tmp_path / "ILSVRC"
-    paths = imagenet_like.make_imagenet(root, hazards=False)
+    inputs = imagenet_like.make_imagenet(root, hazards=False)
     out = tmp_path / "out"
-    convert.write(convert.plan_imagenet(str(root), **paths), str(out), shards=SHARDS)
+    convert.write(plan_imagenet(str(root), **inputs), str(out), shards=SHARDS)
     before = {n: os.stat(out / n).st_mtime_ns for n in shard_bytes(out)}
     changed = root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG"
     changed.write_bytes(imagenet_like.jpeg(imagenet_like.pattern(40, 40, 99)))
-    plan = convert.plan_imagenet(str(root), **paths)
+    plan = plan_imagenet(str(root), **inputs)
     convert.write(plan, str(out), shards=SHARDS)
     after = {n: os.stat(out / n).st_mtime_ns for n in shard_bytes(out)}
     rewritten = [n for n in before if after[n] != before[n]]
@@ -233,9 +235,9 @@ def test_changed_input_rewrites_its_shard(tmp_path):
 
 
 def test_strict_stops_at_the_first_skip(tree, tmp_path):
-    root, paths = tree
-    with pytest.raises(convert.ConvertError, match=r"^--strict: val/ILSVRC2012_val_00000006.JPEG: no label"):
-        convert.write(convert.plan_imagenet(str(root), **paths), str(tmp_path / "a"), shards=SHARDS, strict=True)
+    root, inputs = tree
+    with pytest.raises(ConvertError, match=r"^--strict: val/ILSVRC2012_val_00000006.JPEG: no label"):
+        convert.write(plan_imagenet(str(root), **inputs), str(tmp_path / "a"), shards=SHARDS, strict=True)
     flat = tmp_path / "ILSVRC"
     imagenet_like.make_imagenet(flat, flat_val=False)
     result = run("convert", f"--input_dir={flat}", f"--output_dir={tmp_path / 'b'}", "--strict", "--num_workers=1",
@@ -261,32 +263,32 @@ def test_cli_errors_are_one_line(tree, tmp_path):
 
 
 def test_plan_errors_name_the_flag(tree, tmp_path):
-    root, paths = tree
-    with pytest.raises(convert.ConvertError, match=r"^--input_dir=/nonexistent: no such directory$"):
-        convert.plan_imagenet("/nonexistent")
-    plan = convert.plan_imagenet(str(root), **paths)
-    with pytest.raises(convert.ConvertError, match=r"^--train_shards=26: must be between 1 and the 25 train files$"):
+    root, inputs = tree
+    with pytest.raises(ConvertError, match=r"^--input_dir=/nonexistent: no such directory$"):
+        plan_imagenet("/nonexistent")
+    plan = plan_imagenet(str(root), **inputs)
+    with pytest.raises(ConvertError, match=r"^--train_shards=26: must be between 1 and the 25 train files$"):
         convert.write(plan, str(tmp_path), shards={"train": 26, "validation": 1})
     mapping = tmp_path / "mapping.txt"
     mapping.write_text(f"{WNIDS[0]} tench\n")
-    with pytest.raises(convert.ConvertError, match=rf"^--synset_words={mapping}: no line for {WNIDS[1]} \(2 of the 3"):
-        convert.plan_imagenet(str(root), synset_words=str(mapping), validation_labels=paths["validation_labels"])
-    with pytest.raises(convert.ConvertError, match="expected the header ImageId,PredictionString"):
-        convert.plan_imagenet(str(root), validation_labels=str(mapping.rename(tmp_path / "bad.csv")))
+    with pytest.raises(ConvertError, match=rf"^--synset_words={mapping}: no line for {WNIDS[1]} \(2 of the 3"):
+        plan_imagenet(str(root), synset_words=str(mapping), validation_labels=inputs["validation_labels"])
+    with pytest.raises(ConvertError, match="expected the header ImageId,PredictionString"):
+        plan_imagenet(str(root), validation_labels=str(mapping.rename(tmp_path / "bad.csv")))
 
 
 def test_validation_layouts(tmp_path):
     """val/<wnid>/ folders need no label file; the TF converters' one-wnid-per-line file works too."""
     root = tmp_path / "ILSVRC"
     imagenet_like.make_imagenet(root, flat_val=False, hazards=False)
-    plan = convert.plan_imagenet(str(root))
+    plan = plan_imagenet(str(root))
     assert sorted(it.label for it in plan.splits["validation"]) == sorted(VAL_LABELS)
     assert plan.class_names == WNIDS  # no --synset_words: the wnids name the classes
     flat = tmp_path / "flat"
     imagenet_like.make_imagenet(flat, hazards=False)
     labels = tmp_path / "imagenet_2012_validation_synset_labels.txt"
     labels.write_text("".join(f"{WNIDS[c]}\n" for c in VAL_LABELS + (0,)))
-    plan = convert.plan_imagenet(str(flat), validation_labels=str(labels))
+    plan = plan_imagenet(str(flat), validation_labels=str(labels))
     by_name = {os.path.basename(it.file): it.label for it in plan.splits["validation"]}
     assert by_name == {f"ILSVRC2012_val_{i + 1:08d}.JPEG": c for i, c in enumerate(VAL_LABELS + (0,))}
 
@@ -296,20 +298,20 @@ def test_validation_layouts(tmp_path):
 
 def test_folder_split_is_per_class_and_seeded(tmp_path):
     classes = imagenet_like.make_folders(tmp_path / "flowers", counts=(5, 8, 3))
-    plan = convert.plan_folder(str(tmp_path / "flowers"), validation_fraction=0.25, seed=0)
+    plan = plan_folder(str(tmp_path / "flowers"), validation_fraction=0.25, seed=0)
     assert plan.name == "flowers" and plan.synsets == tuple(classes) and plan.lossless
     per_class = lambda split: np.bincount([it.label for it in plan.splits[split]], minlength=3).tolist()  # noqa: E731
     assert per_class("validation") == [1, 2, 1] and per_class("train") == [4, 6, 2]
     files = lambda p, split: sorted(it.file for it in p.splits[split])  # noqa: E731
-    again = convert.plan_folder(str(tmp_path / "flowers"), validation_fraction=0.25, seed=0)
+    again = plan_folder(str(tmp_path / "flowers"), validation_fraction=0.25, seed=0)
     assert files(again, "validation") == files(plan, "validation")
-    others = [convert.plan_folder(str(tmp_path / "flowers"), validation_fraction=0.25, seed=s) for s in (1, 2, 3)]
+    others = [plan_folder(str(tmp_path / "flowers"), validation_fraction=0.25, seed=s) for s in (1, 2, 3)]
     assert any(files(o, "validation") != files(plan, "validation") for o in others)
     for item in plan.splits["train"] + plan.splits["validation"]:
         assert item.file.startswith(classes[item.label] + os.sep)
-    assert "validation" not in convert.plan_folder(str(tmp_path / "flowers"), validation_fraction=0).splits
-    with pytest.raises(convert.ConvertError, match="holds out no image"):
-        convert.plan_folder(str(tmp_path / "flowers"), validation_fraction=0.05)
+    assert "validation" not in plan_folder(str(tmp_path / "flowers"), validation_fraction=0).splits
+    with pytest.raises(ConvertError, match="holds out no image"):
+        plan_folder(str(tmp_path / "flowers"), validation_fraction=0.05)
 
 
 def test_folder_train_val_layout_from_the_cli(tmp_path):
@@ -338,10 +340,10 @@ def test_folder_of_digits_matches_the_digits_records(tmp_path):
     from mobilenet_tf.data import digits
 
     root = digits.materialize(str(tmp_path / "cache"))
-    info = convert.write(convert.plan_folder(root), str(tmp_path / "out"))
+    info = convert.write(plan_folder(root), str(tmp_path / "out"))
     assert info.counts == {"train": 1437, "validation": 360} and info.class_names == tuple(map(str, range(10)))
     ours = {r["image/filename"]: r for r in read_records(tmp_path / "out" / "validation-00000-of-00001")}
-    theirs = tf.data.TFRecordDataset(tfrecord.shard_files(root, "validation"))
+    theirs = tf.data.TFRecordDataset(paths.shard_files(root, "validation"))
     for record in theirs.take(50):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
         mine = ours[feature["image/filename"].bytes_list.value[0]]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mobilenet_tf import paths
 from mobilenet_tf.config import DIGITS, DataConfig
 from mobilenet_tf.data import digits, pipeline, preprocess, sources, tfrecord
 
@@ -53,10 +54,10 @@ def test_digits_png_folders(info):
 
 
 def test_materialize_is_reused(info):
-    before = os.path.getmtime(os.path.join(info.data_dir, tfrecord.INFO_FILE))
+    before = os.path.getmtime(os.path.join(info.data_dir, paths.INFO_FILE))
     again = digits.materialize(os.path.dirname(info.data_dir))
     assert again == info.data_dir
-    assert os.path.getmtime(os.path.join(again, tfrecord.INFO_FILE)) == before
+    assert os.path.getmtime(os.path.join(again, paths.INFO_FILE)) == before
 
 
 def test_classic_label_offset(tmp_path):
@@ -64,7 +65,7 @@ def test_classic_label_offset(tmp_path):
     png = tf.io.encode_png(tf.zeros([8, 8, 1], tf.uint8)).numpy()
     records = [tfrecord.make_example(png, label=c + 1, height=8, width=8, channels=1, image_format="PNG")
                for c in range(3)]
-    tfrecord.write_shard(str(tmp_path / tfrecord.shard_name("validation", 0, 1)), records)
+    tfrecord.write_shard(str(tmp_path / paths.shard_name("validation", 0, 1)), records)
     tfrecord.write_info(str(tmp_path), tfrecord.DatasetInfo(
         name="classic", num_classes=3, class_names=("a", "b", "c"), counts={"validation": 3}, label_offset=1))
     info = tfrecord.read_info(str(tmp_path))
@@ -227,7 +228,7 @@ def _numbered_records(directory, num_examples, num_shards):
                for i in range(num_examples)]
     for split in ("train", "validation"):
         for s in range(num_shards):
-            tfrecord.write_shard(os.path.join(directory, tfrecord.shard_name(split, s, num_shards)),
+            tfrecord.write_shard(os.path.join(directory, paths.shard_name(split, s, num_shards)),
                                  records[s::num_shards])
     info = tfrecord.DatasetInfo(name="numbered", num_classes=num_examples,
                                 class_names=tuple(map(str, range(num_examples))),

@@ -38,7 +38,7 @@ from clis import REPO, one_error_line
 def exported(run, cache_dir):
     """`mobilenet-export` with every TFLite mode; train.train already wrote version 1."""
     result = clis.run("export", f"--model_dir={run}", "--tflite=float32,float16,dynamic,int8",
-                     "--representative_examples=100", cache_dir=cache_dir)
+                     "--representative_examples=100", "--json", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return run / "export", result
 
@@ -75,6 +75,10 @@ def test_export_writes_the_serving_layout_and_tflite_models(exported):
     assert (tflite_dir / "labels.txt").read_text().split() == [str(c) for c in range(10)]
     info = json.loads((tflite_dir / "model_info.json").read_text())
     assert info["image_size"] == [32, 32] and info["crop_fraction"] == 1.0
+    # The last line: every file written, as JSON.
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "saved_model": str(version), "tflite": {m: str(tflite_dir / f"model_{m}.tflite") for m in
+                                                ("float32", "float16", "dynamic", "int8")}}
     # Weights take 4 bytes in float32, 2 in float16, 1 in int8 (plus the graph and scales).
     sizes = {mode: os.path.getsize(tflite_dir / f"model_{mode}.tflite") for mode in ("float32", "float16", "int8")}
     assert sizes["float32"] > 1.7 * sizes["float16"] and sizes["float32"] > 2.5 * sizes["int8"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mobilenet_tf import paths
 from mobilenet_tf.data import tfrecord
 from mobilenet_tf.data.digits import materialize
 
@@ -220,12 +221,12 @@ def test_full_disk_during_checkpoint_export_and_conversion(tmp_path, cache_dir):
             failed = run("convert", *args, cache_dir=cache_dir)
             line = one_error_line(failed, "convert")
             assert "No space left on device" in line and str(output) in line, line
-            written = tfrecord.shard_files(str(output), "train")
+            written = paths.shard_files(str(output), "train")
             assert not glob.glob(str(output / "*.tmp-*"))
             os.remove(filler)
             done = run("convert", *args, cache_dir=cache_dir)
             assert done.returncode == 0, done.stderr[-3000:]
-            assert len(tfrecord.shard_files(str(output), "train")) == 8 and 0 < len(written) < 8
+            assert len(paths.shard_files(str(output), "train")) == 8 and 0 < len(written) < 8
 
 
 def damaged_copy(source, destination, *, flip=None, undecodable=None, truncate=None):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mobilenet_tf import onnx_export, tflite
-from mobilenet_tf.models import build_model, copy_weights, quantize
+from mobilenet_tf.models import quantize
+from mobilenet_tf.models.build import build_model, copy_weights
 from mobilenet_tf.models.pretrained import load_pretrained
 
 from weights import assert_input_dependent, random_weights

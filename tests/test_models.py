@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mobilenet_tf.models import ALPHAS, MODEL_NAMES, build_model, count_macs
+from mobilenet_tf.models import ALPHAS, MODEL_NAMES
+from mobilenet_tf.models.build import build_model, count_macs
 from mobilenet_tf.models.layers import BatchNormalization
 
 from weights import GAIN, V3, assert_input_dependent, copy_weights_by_name, random_weights, randomize, weight_layers

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mobilenet_tf import paths
+
 from images import encode_bmp
 
 @pytest.fixture(scope="module")
@@ -103,11 +105,11 @@ def test_json_lines_and_exit_status_0(run, files):
 def test_model_forms_are_recognized(run, tmp_path):
     from mobilenet_tf import predict
 
-    assert predict.kind_of(str(run)) == "checkpoint"
-    assert predict.kind_of(str(run / "export")) == "model_base"
-    assert predict.kind_of(str(run / "export" / "1")) == "saved_model"
-    assert predict.kind_of(str(run / "export" / "tflite" / "model_float32.tflite")) == "tflite"
-    assert predict.kind_of(str(tmp_path)) is None
+    assert paths.kind_of(str(run)) == "checkpoint"
+    assert paths.kind_of(str(run / "export")) == "model_base"
+    assert paths.kind_of(str(run / "export" / "1")) == "saved_model"
+    assert paths.kind_of(str(run / "export" / "tflite" / "model_float32.tflite")) == "tflite"
+    assert paths.kind_of(str(tmp_path)) is None
     with pytest.raises(ValueError, match="not a SavedModel"):
         predict.load(str(tmp_path))
 

@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from mobilenet_tf import config, export, tflite
 from mobilenet_tf.checkpoint import restore_model
-from mobilenet_tf.models import MODEL_NAMES, build_model, copy_weights, quantize
+from mobilenet_tf.models import MODEL_NAMES, quantize
+from mobilenet_tf.models.build import build_model, copy_weights
 
 from clis import checkpoint_tensors, cli, env_for, one_error_line, run, run_until
 from images import held_out_pixels

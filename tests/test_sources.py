@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import imagenet_like
-from mobilenet_tf import config, flags
+from mobilenet_tf import config, flags, paths
 from mobilenet_tf.config import DataConfig
 from mobilenet_tf.data import pipeline, sources, tfrecord
 
@@ -38,7 +38,7 @@ def classic(tmp_path_factory):
                                          synset=f"n{c:08d}", text=f"class {c}")
                    for _ in range(copies) for c in range(1000)]
         for s in range(shards):
-            tfrecord.write_shard(str(root / tfrecord.shard_name(split, s, shards)), records[s::shards])
+            tfrecord.write_shard(str(root / paths.shard_name(split, s, shards)), records[s::shards])
     return root
 
 
@@ -52,10 +52,12 @@ def test_classic_records_need_label_offset(classic, tmp_path):
                        f"would never be seen; use --label_offset=1")
     problem = sources.check_spec(spec, DataConfig(dataset=spec, cache_dir=str(tmp_path), label_offset=2))
     assert problem.startswith("--label_offset=2: ") and "labelled 1, which would become -1" in problem
-    # Through the flags' validation: one line naming --dataset.
+    # The flags pass (the records are there: reading their labels waits for TensorFlow); resolving the
+    # data set, which every command does first, is refused in one line naming --dataset.
     cfg = config.replace(config.DIGITS, data={"dataset": spec, "cache_dir": str(tmp_path), "label_offset": 0})
-    with pytest.raises(flags.FlagError, match=rf"^--dataset={re.escape(spec)}: --label_offset=0: no record"):
-        flags.validate(cfg)
+    flags.validate(cfg)
+    with pytest.raises(tfrecord.SourceError, match=rf"^--dataset={re.escape(spec)}: --label_offset=0: no record"):
+        sources.resolve(cfg.data)
 
 
 def test_classic_records_come_out_0_to_999(classic, tmp_path):
@@ -78,7 +80,7 @@ def test_label_offset_overrides_dataset_info(tmp_path):
     png = tf.io.encode_png(tf.zeros([8, 8, 1], tf.uint8)).numpy()
     records = [tfrecord.make_example(png, label=c + 1, height=8, width=8, channels=1, image_format="PNG")
                for c in range(3)]
-    tfrecord.write_shard(str(tmp_path / tfrecord.shard_name("validation", 0, 1)), records)
+    tfrecord.write_shard(str(tmp_path / paths.shard_name("validation", 0, 1)), records)
     tfrecord.write_info(str(tmp_path), tfrecord.DatasetInfo(name="x", num_classes=3, class_names=("a", "b", "c"),
                                                             counts={"validation": 3}))
     data = DataConfig(dataset=f"tfrecord:{tmp_path}", label_offset=1)

@@ -18,7 +18,7 @@ def one_epoch(tmp_path_factory, cache_dir):
     result = run("train", "--epochs=1", f"--model_dir={model_dir}", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir, result
-from clis import env_for, run
+from clis import chatter_in, env_for, run
 
 
 def digit_png(cache_dir, split_folder="val", label="3"):
@@ -29,8 +29,9 @@ def digit_png(cache_dir, split_folder="val", label="3"):
 
 def test_trains_checkpoints_evaluates_and_exports(one_epoch):
     model_dir, result = one_epoch
-    match = re.search(r"held-out top-1 ([0-9.]+)\s+top-5 ([0-9.]+)\s+\((\d+) images\)", result.stdout)
-    assert match, result.stdout
+    match = re.search(r"held-out top-1 ([0-9.]+)\s+top-5 ([0-9.]+)\s+\((\d+) images\); exported to (\S+)$",
+                      result.stdout.splitlines()[-1])
+    assert match and match.group(4) == str(model_dir / "export" / "1"), result.stdout
     assert match.group(3) == "360"
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["examples"] == 360 and metrics["step"] == 1437 // 32
@@ -95,10 +96,13 @@ def test_bad_bytes_are_rejected_and_serving_continues(served, cache_dir):
 
 
 def test_resumes_from_checkpoint(one_epoch, cache_dir, tmp_path):
-    """Started again with more epochs, the run continues from the saved step, and exports version 2."""
+    """Started again with more epochs, the run continues from the saved step, and exports version 2;
+    with --json its last line is the result as JSON."""
     model_dir, _ = one_epoch
-    result = run("train", "--epochs=2", f"--model_dir={model_dir}", cache_dir=cache_dir)
+    result = run("train", "--epochs=2", f"--model_dir={model_dir}", "--json", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["step"] == 88 and outcome["examples"] == 360 and outcome["export"] == str(model_dir / "export" / "2")
     assert "starting at step 44" in result.stderr
     assert tf.train.latest_checkpoint(str(model_dir)).endswith("ckpt-88")
     assert sorted(os.listdir(model_dir / "export")) == ["1", "2"]
@@ -139,6 +143,7 @@ def test_default_run_reaches_accuracy(tmp_path, cache_dir):
     env = dict(os.environ, MOBILENET_TF_CACHE=str(cache_dir))
     result = subprocess.run(["mobilenet-train"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not chatter_in(result.stderr), chatter_in(result.stderr)  # a quiet start
     top1 = float(re.search(r"held-out top-1 ([0-9.]+)", result.stdout).group(1))
     assert top1 >= 0.95
     assert os.path.isfile(tmp_path / "runs" / "mobilenet_v2_digits" / "export" / "1" / "saved_model.pb")

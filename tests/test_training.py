@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from mobilenet_tf import config, optim, train
 from mobilenet_tf.checkpoint import restore_model
-from mobilenet_tf.models import build_model
+from mobilenet_tf.models.build import build_model
 from mobilenet_tf.models.pretrained import load_pretrained
 
 from clis import REPO, TINY, checkpoint_tensors, cli, env_for, free_port, run_until, train_cmd

@@ -1,4 +1,9 @@
-"""Thin absl apps, one per command: parse flags, build the config, call the library."""
+"""Thin absl apps, one per command: parse flags, build the config, call the library.
+
+Each command answers `--help`, a bad or unknown flag and a missing path before TensorFlow is
+imported (its modules import only `flags`, which imports no TensorFlow), then loads TensorFlow with
+`load_tensorflow`, which keeps TensorFlow's C++ start-up lines off the terminal.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,37 @@ import logging
 import os
 import sys
 
+from mobilenet_tf import chatter
 
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter off the terminal unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _verbose() -> bool:
+    """--verbosity=1 (or more), or TF_CPP_MIN_LOG_LEVEL=0 in the environment: TensorFlow's own lines too."""
+    from absl import flags as absl_flags
+
+    flag = absl_flags.FLAGS["verbosity"]
+    return (flag.present and flag.value >= 1) or chatter.shown()
+
+
+def load_tensorflow(command: str) -> None:
+    """Import TensorFlow and Keras and let TensorFlow find its devices, keeping its start-up chatter
+    (`chatter.filtered`) off the terminal unless `_verbose()`; later C++ INFO lines are off too
+    (TF_CPP_MIN_LOG_LEVEL=2, or 0 with --verbosity=1). Finding the devices initializes no
+    runtime: a multi-worker strategy can still be created afterwards."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if _verbose() else "2")
+    with chatter.filtered(f"{command}: TensorFlow"):
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA platform's start-up lines come here
 
 
 def show_progress_logs() -> None:
     """absl INFO lines from this package; TensorFlow's own INFO lines (saver sharding, asset
-    writing) would drown them, so only its warnings and errors pass."""
+    writing) would drown them, so only its warnings and errors pass (all of them with --verbosity=1)."""
     from absl import logging as absl_logging
 
+    if _verbose():
+        return
     absl_logging.set_verbosity(absl_logging.INFO)
     # Some TensorFlow modules log through their own "tensorflow" logger ("Assets written to ...").
     logging.getLogger("tensorflow").setLevel(logging.WARNING)
@@ -41,28 +66,43 @@ def no_arguments(command: str, argv) -> None:
 @contextlib.contextmanager
 def one_line_errors(command: str):
     """Inside, an error written for the user (`errors.UserError`) or a write the file system refused
-    (full disk, I/O error) ends the program with one line and exit status 1, never a traceback."""
-    import tensorflow as tf
-
+    (full disk, I/O error) ends the program with one line and exit status 1, never a traceback.
+    Usable before TensorFlow is loaded (its errors are caught once it is)."""
     from mobilenet_tf import errors
 
+    tensorflow = sys.modules.get("tensorflow")
+    refused = (OSError, tensorflow.errors.OpError) if tensorflow else OSError
     try:
         yield
     except errors.UserError as error:
         fail(command, str(error))
-    except (OSError, tf.errors.OpError) as error:
+    except refused as error:
         reason = errors.write_failure(error)
         if reason is None:
             raise
         fail(command, f"cannot write {reason}; free space (or fix the disk) and run the same command again")
 
 
-def run_app(main, flags_module: str) -> None:
+def run_app(main, flags_module: str, command: str) -> None:
     """`app.run(main)`, with the flags defined in `flags_module` listed by `--help` (absl lists
-    only the key flags of sys.argv[0], the console script or `-m` module)."""
+    only the key flags of sys.argv[0], the console script or `-m` module), a flag that does not
+    parse answered in one line (`<command>: error: ...`, exit status 1) instead of absl's two, and
+    help ending with status 0."""
     from absl import app
     from absl import flags as absl_flags
 
     for flag in absl_flags.FLAGS.get_flags_for_module(flags_module):
         absl_flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(main)
+
+    def parse(argv):
+        try:
+            return absl_flags.FLAGS(argv)
+        except absl_flags.Error as error:
+            fail(command, f"{error}; --helpshort lists the flags")
+        except SystemExit:  # absl's --help, --helpshort and --helpfull print, then exit with status 1
+            asked = {arg.lstrip("-").partition("=")[0] for arg in argv[1:]}
+            if asked & {"help", "helpshort", "helpfull", "helpxml", "?"}:
+                sys.exit(0)
+            raise
+
+    app.run(main, flags_parser=parse)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import sys
 import time
 
+from absl import flags
+
 from mobilenet_tf import cli
-
-cli.quiet_tensorflow()
-
-from absl import flags  # noqa: E402
 
 COMMAND = "mobilenet-convert"
 FLAGS = flags.FLAGS
@@ -89,28 +87,31 @@ def _check_flags() -> None:
 def main(argv):
     cli.no_arguments(COMMAND, argv)
     _check_flags()
+    from mobilenet_tf.data import plan
+
+    with cli.one_line_errors(COMMAND):  # the inputs, read without TensorFlow
+        if FLAGS.source == "imagenet":
+            planned = plan.plan_imagenet(FLAGS.input_dir, validation_labels=FLAGS.validation_labels,
+                                         synset_words=FLAGS.synset_words, seed=FLAGS.seed)
+        else:
+            planned = plan.plan_folder(FLAGS.input_dir, validation_fraction=FLAGS.validation_fraction,
+                                       seed=FLAGS.seed)
+            warning = plan.empty_class_warning(planned, FLAGS.input_dir)
+            if warning:
+                sys.stderr.write(f"{COMMAND}: warning: {warning}\n")
+    cli.load_tensorflow(COMMAND)
     from mobilenet_tf.data import convert
 
     with cli.one_line_errors(COMMAND):
-        if FLAGS.source == "imagenet":
-            plan = convert.plan_imagenet(FLAGS.input_dir, validation_labels=FLAGS.validation_labels,
-                                         synset_words=FLAGS.synset_words, seed=FLAGS.seed)
-            shards = dict(convert.IMAGENET_SHARDS)
-        else:
-            plan = convert.plan_folder(FLAGS.input_dir, validation_fraction=FLAGS.validation_fraction,
-                                       seed=FLAGS.seed)
-            shards = {}
-            warning = convert.empty_class_warning(plan, FLAGS.input_dir)
-            if warning:
-                sys.stderr.write(f"{COMMAND}: warning: {warning}\n")
+        shards = dict(convert.IMAGENET_SHARDS) if FLAGS.source == "imagenet" else {}
         for split, flag in (("train", FLAGS.train_shards), ("validation", FLAGS.validation_shards)):
             if flag is not None:
                 shards[split] = flag
         num_workers = FLAGS.num_workers or convert.default_num_workers()
-        sizes = ", ".join(f"{len(items)} {split}" for split, items in plan.splits.items())
-        sys.stderr.write(f"Converting {sizes} files of {plan.name} ({len(plan.synsets)} classes) into "
+        sizes = ", ".join(f"{len(items)} {split}" for split, items in planned.splits.items())
+        sys.stderr.write(f"Converting {sizes} files of {planned.name} ({len(planned.synsets)} classes) into "
                          f"{FLAGS.output_dir} with {num_workers} worker(s)\n")
-        info = convert.write(plan, FLAGS.output_dir, shards=shards, num_workers=num_workers, strict=FLAGS.strict,
+        info = convert.write(planned, FLAGS.output_dir, shards=shards, num_workers=num_workers, strict=FLAGS.strict,
                              progress=ProgressBar())
     for skip in info.skipped[:20]:
         sys.stderr.write(f"skipped {skip['file']}: {skip['reason']}\n")
@@ -125,7 +126,7 @@ def main(argv):
 
 
 def run():
-    cli.run_app(main, __name__)
+    cli.run_app(main, __name__, COMMAND)
 
 
 if __name__ == "__main__":

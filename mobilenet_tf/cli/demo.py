@@ -12,11 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from mobilenet_tf import cli
-
-cli.quiet_tensorflow()
-
-from mobilenet_tf import flags  # noqa: E402
+from mobilenet_tf import cli, flags
 
 COMMAND = "mobilenet-demo"
 FLAGS = flags.FLAGS
@@ -34,6 +30,7 @@ def main(argv):
         cli.fail(COMMAND, f"--port={FLAGS.port}: must be between 1 and 65535")
     if FLAGS.max_upload_mb <= 0:
         cli.fail(COMMAND, f"--max_upload_mb={FLAGS.max_upload_mb}: must be positive")
+    cli.load_tensorflow(COMMAND)
     from mobilenet_tf import demo
 
     demo.prepare_environment()
@@ -56,7 +53,7 @@ def main(argv):
 
 
 def run():
-    cli.run_app(main, __name__)
+    cli.run_app(main, __name__, COMMAND)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,7 @@ import json
 import os
 import sys
 
-from mobilenet_tf import cli
-
-cli.quiet_tensorflow()
-
-from mobilenet_tf import flags  # noqa: E402
+from mobilenet_tf import cli, flags
 
 COMMAND = "mobilenet-eval"
 flags.define_eval_flags()
@@ -32,6 +28,7 @@ def main(argv):
     cli.no_arguments(COMMAND, argv)
     with cli.one_line_errors(COMMAND):
         kind, path, data = flags.eval_job_from_flags()
+    cli.load_tensorflow(COMMAND)
     from mobilenet_tf import config, distribute, evaluate, predict
     from mobilenet_tf.checkpoint import restore_model
     from mobilenet_tf.data import sources
@@ -93,7 +90,7 @@ def check_classes(num_classes: int, info, dataset: str) -> None:
 
 
 def run():
-    cli.run_app(main, flags.__name__)
+    cli.run_app(main, flags.__name__, COMMAND)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,15 @@
 
 writes runs/mobilenet_v2_digits/export/<next version>/ and export/tflite/model_{float32,int8}.tflite
 (int8 calibrated on --representative_examples training images, or, for a --qat run, from the ranges
-it learned); --onnx adds export/onnx/model.onnx.
+it learned); --onnx adds export/onnx/model.onnx. A line per file as it is written, then, last, the
+files written in one line (with --json, as JSON).
 """
 
 from __future__ import annotations
 
-from mobilenet_tf import cli
+import json
 
-cli.quiet_tensorflow()
-
-from mobilenet_tf import flags  # noqa: E402
+from mobilenet_tf import cli, flags
 
 COMMAND = "mobilenet-export"
 flags.define_export_flags()
@@ -23,31 +22,37 @@ def main(argv):
     cli.no_arguments(COMMAND, argv)
     with cli.one_line_errors(COMMAND):
         model_dir, checkpoint_path, cfg, version = flags.export_job_from_flags()
-    from mobilenet_tf import export, onnx_export, tflite
+    cli.load_tensorflow(COMMAND)
+    from mobilenet_tf import config, export, onnx_export, tflite
     from mobilenet_tf.checkpoint import restore_model
     from mobilenet_tf.data import sources
 
     cli.show_progress_logs()
     with cli.one_line_errors(COMMAND):
+        if cfg.export.onnx:
+            onnx_export.tf2onnx_convert()  # importable, before anything is written
         model, _ = restore_model(model_dir, checkpoint_path, ema=flags.FLAGS.ema)
-        path = export.export_saved_model(model, cfg, cfg.export.export_dir, version)
-        print(f"SavedModel {path}", flush=True)
+        written = {"saved_model": export.export_saved_model(model, cfg, cfg.export.export_dir, version)}
+        print(f"SavedModel {written['saved_model']}", flush=True)
         if cfg.export.tflite:
             representative = None
-            if tflite.calibrates(cfg):
+            if config.calibrates(cfg):
                 info = sources.resolve(cfg.data)
                 representative = tflite.representative_pixels(info, cfg, cfg.export.representative_examples)
-            for mode, tflite_path in tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
-                                                         representative).items():
+            written["tflite"] = tflite.write_models(model, cfg, cfg.export.export_dir, cfg.export.tflite,
+                                                    representative)
+            for mode, tflite_path in written["tflite"].items():
                 print(f"TFLite {mode} {tflite_path}", flush=True)
         if cfg.export.onnx:
-            path = onnx_export.write_model(model, cfg, cfg.export.export_dir, cfg.export.onnx_opset,
-                                           cfg.export.onnx_nchw)
-            print(f"ONNX {path}", flush=True)
+            written["onnx"] = onnx_export.write_model(model, cfg, cfg.export.export_dir, cfg.export.onnx_opset,
+                                                      cfg.export.onnx_nchw)
+            print(f"ONNX {written['onnx']}", flush=True)
+    files = [written["saved_model"], *written.get("tflite", {}).values(), *([written["onnx"]] if "onnx" in written else [])]
+    print(json.dumps(written) if flags.FLAGS.json else f"exported {len(files)}: {' '.join(files)}", flush=True)
 
 
 def run():
-    cli.run_app(main, flags.__name__)
+    cli.run_app(main, flags.__name__, COMMAND)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from mobilenet_tf import cli
-
-cli.quiet_tensorflow()
-
-from mobilenet_tf import flags  # noqa: E402
+from mobilenet_tf import cli, flags
 
 COMMAND = "mobilenet-predict"
 flags.define_predict_flags()
@@ -27,6 +23,7 @@ def main(argv):
     files = argv[1:]
     with cli.one_line_errors(COMMAND):
         path = flags.predict_job_from_flags(files)
+    cli.load_tensorflow(COMMAND)
     import tensorflow as tf
 
     from mobilenet_tf import errors, predict
@@ -64,7 +61,7 @@ def main(argv):
 
 
 def run():
-    cli.run_app(main, flags.__name__)
+    cli.run_app(main, flags.__name__, COMMAND)
 
 
 if __name__ == "__main__":

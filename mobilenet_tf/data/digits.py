@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from mobilenet_tf import paths
 from mobilenet_tf.data import tfrecord
 
 NAME = "digits"
@@ -45,7 +46,7 @@ def materialize(cache_dir: str) -> str:
     nothing that looks complete.
     """
     root = os.path.join(cache_dir, NAME)
-    if os.path.exists(os.path.join(root, tfrecord.INFO_FILE)):
+    if os.path.exists(os.path.join(root, paths.INFO_FILE)):
         return root
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{root}.tmp-{os.getpid()}"
@@ -70,7 +71,7 @@ def materialize(cache_dir: str) -> str:
             )
         num_shards = SHARDS[split]
         for shard in range(num_shards):
-            path = os.path.join(tmp, tfrecord.shard_name(split, shard, num_shards))
+            path = os.path.join(tmp, paths.shard_name(split, shard, num_shards))
             tfrecord.write_shard(path, records[shard::num_shards])
         counts[split] = len(indices)
     info = tfrecord.DatasetInfo(name=NAME, num_classes=NUM_CLASSES, class_names=class_names, counts=counts)

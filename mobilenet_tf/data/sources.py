@@ -21,8 +21,9 @@ import time
 
 from absl import logging
 
+from mobilenet_tf import paths
 from mobilenet_tf.config import DataConfig, default_cache_dir
-from mobilenet_tf.data import convert, digits, tfds_source, tfrecord
+from mobilenet_tf.data import convert, digits, plan, specs, tfds_source, tfrecord
 from mobilenet_tf.data.tfrecord import SourceError
 from mobilenet_tf.rundir import write_atomic
 
@@ -33,45 +34,32 @@ SMALL_FOLDER = 2000
 
 def check_spec(spec: str, data: DataConfig | None = None) -> str | None:
     """None when `spec` names a data set we can read (with `data`'s --label_offset, --tfds_data_dir,
-    --validation_fraction), else a sentence saying what is wrong."""
+    --validation_fraction), else a sentence saying what is wrong: `specs.check_spec`, then what
+    only the records (their labels) or TFDS (its catalog) can tell."""
     data = data or DataConfig(dataset=spec)
+    problem = specs.check_spec(spec, data)
+    if problem:
+        return problem
     kind, _, arg = spec.partition(":")
-    if data.label_offset is not None and (kind != "tfrecord" or data.label_offset < 0):
-        return f"--label_offset={data.label_offset}: applies to tfrecord:DIR records only, and must not be negative"
-    if kind == "digits":
-        return None
-    if kind == "tfrecord":
-        if not arg:
-            return "--dataset=tfrecord:DIR needs the directory of shards"
-        if os.path.isfile(os.path.join(arg, tfrecord.INFO_FILE)):
-            return None
-        if not tfrecord.shard_files(arg, "train"):
-            return f"{arg} has no {tfrecord.INFO_FILE} and no train-NNNNN-of-NNNNN shards: convert the images " \
-                   f"with mobilenet-convert first"
+    if kind == "tfrecord" and not os.path.isfile(os.path.join(arg, paths.INFO_FILE)):
         try:
             _classic_info(arg, data)
         except SourceError as error:
             return str(error)
-        return None
-    if kind == "folder":
-        if not arg:
-            return "--dataset=folder:DIR needs the directory of class folders"
-        if not 0 <= data.validation_fraction < 1:
-            return f"--validation_fraction={data.validation_fraction}: must be in [0, 1)"
-        try:
-            plan = convert.plan_folder(arg, validation_fraction=data.validation_fraction, seed=data.split_seed)
-        except convert.ConvertError as error:
-            return str(error).removeprefix(f"--input_dir={arg}: ")
-        if not plan.splits.get("validation"):
-            return "no held-out images: add DIR/train/<class>/ and DIR/val/<class>/, or a --validation_fraction > 0"
-        return None
     if kind == "tfds":
         return tfds_source.check(arg, data.tfds_data_dir)
-    return f"unknown data set {spec!r}: use one of digits, tfrecord:DIR, folder:DIR, tfds:NAME[:VERSION]"
+    return None
 
 
 def resolve(data: DataConfig) -> tfrecord.DatasetInfo:
-    """The DatasetInfo (with its data_dir) of the data set `data.dataset` names."""
+    """The DatasetInfo (with its data_dir) of the data set `data.dataset` names.
+
+    Raises:
+      SourceError: it cannot be read (`check_spec`'s sentence, after `--dataset=...: `).
+    """
+    problem = check_spec(data.dataset, data)
+    if problem:
+        raise SourceError(f"--dataset={data.dataset}: {problem}")
     kind, _, arg = data.dataset.partition(":")
     cache_dir = data.cache_dir or default_cache_dir()
     if kind == "digits":
@@ -80,7 +68,7 @@ def resolve(data: DataConfig) -> tfrecord.DatasetInfo:
         return _folder_info(arg, data, cache_dir)
     if kind == "tfds":
         return tfds_source.resolve(arg, data.tfds_data_dir)
-    if not os.path.isfile(os.path.join(arg, tfrecord.INFO_FILE)):
+    if not os.path.isfile(os.path.join(arg, paths.INFO_FILE)):
         return _classic_info(arg, data)
     info = tfrecord.read_info(arg)
     if data.label_offset is not None:
@@ -94,7 +82,7 @@ def _digest(value) -> str:
 
 def _classic_info(data_dir: str, data: DataConfig) -> tfrecord.DatasetInfo:
     """The DatasetInfo of records without dataset_info.json, from a scan of their labels (cached)."""
-    files = {split: tfrecord.shard_files(data_dir, split) for split in tfrecord.SPLITS}
+    files = {split: paths.shard_files(data_dir, split) for split in paths.SPLITS}
     stats = [(os.path.basename(f), os.path.getsize(f), os.stat(f).st_mtime_ns) for f in sum(files.values(), [])]
     cache = os.path.join(data.cache_dir or default_cache_dir(), "tfrecord-scans",
                          f"{_digest([os.path.abspath(data_dir), stats])}.json")
@@ -115,7 +103,7 @@ def _classic_info(data_dir: str, data: DataConfig) -> tfrecord.DatasetInfo:
     labels = sorted(int(label) for label in scan["labels"])
     offset, low, high = data.label_offset, labels[0], labels[-1]
     if offset is None:
-        raise SourceError(f"{data_dir} has no {tfrecord.INFO_FILE} (its labels run {low}..{high}): give "
+        raise SourceError(f"{data_dir} has no {paths.INFO_FILE} (its labels run {low}..{high}): give "
                           f"--label_offset, 1 for the TF/TPU ImageNet converters' records (labels 1..1000, 0 unused), "
                           f"0 for labels from 0")
     if low < offset:
@@ -135,13 +123,13 @@ def _classic_info(data_dir: str, data: DataConfig) -> tfrecord.DatasetInfo:
 
 def _folder_info(root: str, data: DataConfig, cache_dir: str) -> tfrecord.DatasetInfo:
     """Convert the class folders under `root` into the cache (only the shards that changed)."""
-    plan = convert.plan_folder(root, validation_fraction=data.validation_fraction, seed=data.split_seed)
-    warning = convert.empty_class_warning(plan, root)
+    planned = plan.plan_folder(root, validation_fraction=data.validation_fraction, seed=data.split_seed)
+    warning = plan.empty_class_warning(planned, root)
     if warning:
         logging.warning("%s", warning)
-    output_dir = os.path.join(cache_dir, "folders", f"{plan.name}-"
+    output_dir = os.path.join(cache_dir, "folders", f"{planned.name}-"
                               f"{_digest([os.path.abspath(root), data.validation_fraction, data.split_seed])}")
-    total = sum(len(items) for items in plan.splits.values())
+    total = sum(len(items) for items in planned.splits.values())
     logging.info("Reading %s (%d files) through its records in %s", root, total, output_dir)
     last = [time.monotonic()]
 
@@ -150,9 +138,9 @@ def _folder_info(root: str, data: DataConfig, cache_dir: str) -> tfrecord.Datase
             last[0] = time.monotonic()
             logging.info("Converted %d/%d images of %s", done, total, root)
 
-    info = convert.write(plan, output_dir, num_workers=0 if total < SMALL_FOLDER else convert.default_num_workers(),
+    info = convert.write(planned, output_dir, num_workers=0 if total < SMALL_FOLDER else convert.default_num_workers(),
                          progress=progress)
     if info.skipped:
         logging.warning("%d files of %s are not usable images and were skipped (listed in %s)", len(info.skipped),
-                        root, os.path.join(output_dir, tfrecord.INFO_FILE))
+                        root, os.path.join(output_dir, paths.INFO_FILE))
     return info

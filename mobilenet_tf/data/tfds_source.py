@@ -49,9 +49,8 @@ def _manual_dir(builder) -> str:
 
 
 def check(arg: str, data_dir: str) -> str | None:
-    """None when `tfds:arg` can be read (or prepared), else a sentence saying what is wrong."""
-    if not arg.partition(":")[0]:
-        return "--dataset=tfds:NAME needs a TFDS data set name (imagenet2012, mnist, ...)"
+    """None when `tfds:arg` (a name given: see `specs.check_spec`) can be read (or prepared), else a
+    sentence saying what is wrong."""
     where = f"--tfds_data_dir={data_dir}" if data_dir else "TFDS's default data directory"
     try:
         builder = _builder(arg, data_dir)

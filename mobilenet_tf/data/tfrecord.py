@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import json
 import os
 
@@ -18,10 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from mobilenet_tf.errors import UserError
+from mobilenet_tf.paths import INFO_FILE, shard_files
 from mobilenet_tf.rundir import write_atomic
-
-INFO_FILE = "dataset_info.json"
-SPLITS = ("train", "validation")
 
 # (image key, label key) of our records; TFDS records use ("image", "label").
 KEYS = ("image/encoded", "image/class/label")
@@ -75,15 +72,6 @@ def parse(serialized: tf.Tensor, label_offset: int = 0, keys: tuple[str, str] = 
     )
     label = tf.cast(features[label_key] - label_offset, tf.int32)
     return features[image_key], label
-
-
-def shard_name(split: str, index: int, num_shards: int) -> str:
-    return f"{split}-{index:05d}-of-{num_shards:05d}"
-
-
-def shard_files(data_dir: str, split: str) -> list[str]:
-    """The complete shards of a split, sorted (temporary files of an interrupted write excluded)."""
-    return sorted(glob.glob(os.path.join(data_dir, f"{split}-?????-of-?????")))
 
 
 @dataclasses.dataclass(frozen=True)

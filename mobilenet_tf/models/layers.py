@@ -197,6 +197,19 @@ def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None, kerne
     return conv_bn(x, conv, bn_name, bn, quant)
 
 
+def project(x, shortcut, *, filters, stride, prefix, bn_name, bn, kernel_regularizer, quant=None):
+    """The inverted residual's linear bottleneck: a 1x1 projection to `filters` named
+    `<prefix>project` with its batch norm `bn_name` and no activation (MobileNet V2, section 3.2),
+    then the add of `shortcut` (`<prefix>add`) when the block keeps its shape; both fake-quantized
+    in a quantized twin."""
+    conv = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
+                         name=f"{prefix}project")
+    x = quantized(conv_bn(x, conv, bn_name, bn, quant), f"{prefix}project_quant", quant)
+    if stride == 1 and shortcut.shape[-1] == filters:
+        x = quantized(layers.Add(name=f"{prefix}add")([shortcut, x]), f"{prefix}add_quant", quant)
+    return x
+
+
 def conv_with_bias(x, conv, quant=None):
     """`conv` (a Conv2D with a bias and no batch norm after it, not yet called) applied to `x`; its
     quantized twin (per-channel kernel, no folding) in a quantized twin."""

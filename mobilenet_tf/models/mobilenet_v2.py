@@ -13,6 +13,7 @@ from mobilenet_tf.models.layers import (
     head_dtype,
     image_input,
     make_divisible,
+    project,
     quantized,
     regularizer,
     relu6,
@@ -53,13 +54,8 @@ def _inverted_res_block(x, *, expansion, filters, stride, block_id, bn, kernel_r
     x = depthwise_conv_bn(x, stride, pad_name=f"{prefix}pad", name=f"{prefix}depthwise",
                           bn_name=f"{prefix}depthwise_BN", bn=bn, quant=quant)
     x = relu6(x, f"{prefix}depthwise_relu", quant)
-    # Linear bottleneck: no activation after the projection (paper section 3.2).
-    project = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
-                            name=f"{prefix}project")
-    x = quantized(conv_bn(x, project, f"{prefix}project_BN", bn, quant), f"{prefix}project_quant", quant)
-    if stride == 1 and in_channels == filters:
-        x = quantized(layers.Add(name=f"{prefix}add")([inputs, x]), f"{prefix}add_quant", quant)
-    return x
+    return project(x, inputs, filters=filters, stride=stride, prefix=prefix, bn_name=f"{prefix}project_BN", bn=bn,
+                   kernel_regularizer=kernel_regularizer, quant=quant)
 
 
 def mobilenet_v2(

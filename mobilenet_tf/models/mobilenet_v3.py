@@ -18,6 +18,7 @@ from mobilenet_tf.models.layers import (
     head_dtype,
     image_input,
     make_divisible,
+    project,
     quantized,
     regularizer,
 )
@@ -105,12 +106,8 @@ def _inverted_res_block(x, *, kernel, expansion, filters, se, act, stride, block
     x = activation(x, act, f"{prefix}depthwise_{act}", quant)
     if se:
         x = _squeeze_excite(x, expanded, prefix, kernel_regularizer, quant)
-    project = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
-                            name=f"{prefix}project")
-    x = quantized(conv_bn(x, project, f"{prefix}project_bn", bn, quant), f"{prefix}project_quant", quant)
-    if stride == 1 and in_channels == filters:
-        x = quantized(layers.Add(name=f"{prefix}add")([inputs, x]), f"{prefix}add_quant", quant)
-    return x
+    return project(x, inputs, filters=filters, stride=stride, prefix=prefix, bn_name=f"{prefix}project_bn", bn=bn,
+                   kernel_regularizer=kernel_regularizer, quant=quant)
 
 
 def mobilenet_v3(

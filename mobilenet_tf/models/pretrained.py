@@ -8,7 +8,8 @@ import re
 import keras
 
 from mobilenet_tf.errors import UserError
-from mobilenet_tf.models import HEAD_LAYERS, TOP_LAYERS, copy_weights
+from mobilenet_tf.models import HEAD_LAYERS, TOP_LAYERS
+from mobilenet_tf.models.build import copy_weights
 
 APPLICATIONS = {"mobilenet_v1": "MobileNet", "mobilenet_v2": "MobileNetV2", "mobilenet_v3_large": "MobileNetV3Large",
                 "mobilenet_v3_small": "MobileNetV3Small"}
