@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from input_pipeline import QUALITY, photo  # noqa: E402
 
-from mobilenet_tf.data import convert  # noqa: E402
+from mobilenet_tf.data import convert, plan  # noqa: E402
 
 WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
 
@@ -124,17 +124,17 @@ def main():
           f"{num_images} JPEGs 500x375 q{QUALITY}; best of {rounds} rounds")
     with tempfile.TemporaryDirectory() as root:
         paths = make_tree(os.path.join(root, "ILSVRC"), num_images)
-        plan = plan.plan_imagenet(os.path.join(root, "ILSVRC"))
+        layout = plan.plan_imagenet(os.path.join(root, "ILSVRC"))
         # Each file listed several times: runs long enough that fixed costs (the pool, the state
         # files, dataset_info.json; worker start-up below) are not what is measured.
-        several = dataclasses.replace(plan, splits={split: items * 4 for split, items in plan.splits.items()})
+        several = dataclasses.replace(layout, splits={split: items * 4 for split, items in layout.splits.items()})
         best = {}
         for _ in range(rounds):
             for name, run in (("decode", lambda: decode_once(paths * 4)),
                               ("convert", lambda: convert_in_process(several, os.path.join(root, "out")))):
                 wall, cpu = run()
                 best[name] = tuple(max(a, b) for a, b in zip(best.get(name, (0.0, 0.0)), (wall, cpu)))
-        many = dataclasses.replace(plan, splits={split: items * 30 for split, items in plan.splits.items()})
+        many = dataclasses.replace(layout, splits={split: items * 30 for split, items in layout.splits.items()})
         parallel = convert_workers(many, os.path.join(root, "out"), workers)
         parallel_decode = decode_workers(paths * 15, workers)
     print(f"decode once: {best['decode'][0]:.0f} img/s ({best['decode'][1]:.0f} img/CPU-s)")
