@@ -35,6 +35,7 @@ class ModelConfig:
     bn_epsilon: float = 1e-3
     weight_decay: float = 0.0  # L2 on conv/dense kernels; the penalty's gradient is weight_decay * w
     sync_bn: bool = False  # batch statistics over the global batch (all replicas)
+    stochastic_depth: float = 0.0  # V4: peak drop rate of residual branches while training
     # Quantization-aware training: the fake-quantized twin (models/quantize.py), and the training
     # steps after which batch norm statistics and activation ranges stop moving (0: never).
     qat: bool = False
@@ -95,6 +96,8 @@ class TrainConfig:
     xla: str = "auto"  # auto: compile the step on GPU/TPU only (XLA on CPU was 10x slower here)
     precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 | float64 (numerical checks)
     optimizer: str = "rmsprop"
+    adam_beta1: float = 0.9  # adamw only (Keras' defaults)
+    adam_epsilon: float = 1e-7
     learning_rate: float = 0.008  # peak rate, at `base_batch_size` when that is set
     base_batch_size: int = 0  # > 0: learning_rate scales linearly with batch_size / base_batch_size
     lr_schedule: str = "exponential"
@@ -329,6 +332,62 @@ MOBILENET_V3_SMALL_IMAGENET = Config(
 # frozen for 3 epochs, then all but batch norm at a tenth of the rate; dropout 0.2 as keras.applications.
 MOBILENET_V3_FINETUNE = replace(FINETUNE, model={"name": "mobilenet_v3_large", "dropout": 0.2})
 
+# TF Model Garden's MobileNet V4 recipes (official/vision/configs/experiments/image_classification/
+# imagenet_mobilenetv4_conv_{small,medium,large}_tpu.yaml, which are the paper's Table 10): AdamW,
+# cosine to 0 after a linear warm-up, label smoothing 0.1, RandAugment (2 ops, Cutout excluded).
+# Deviations, all of them: our RandAugment is Keras' (its magnitude in [0, 1]: Model Garden's
+# magnitude / 10, at most 1), applied to every image where Model Garden applies it to a share of
+# them (S 0.5, M 0.7); our EMA starts at step 0 (Model Garden's at 1560); Model Garden decays every
+# weight but batch norm's, we also spare the biases.
+
+# mobilenet-train --preset=mobilenet_v4_conv_small_imagenet --dataset=tfrecord:/data/imagenet --batch_size=1024
+# Conv-S at 224: 73.8 top-1 (the paper, Model Garden: "73.8% @ ~9623 epochs"). 9600 epochs at batch
+# 4096, lr 0.002 x batch/4096, 5 warm-up epochs, AdamW weight decay 0.01 with beta1 0.6 and epsilon
+# 1e-6, EMA 0.9999, dropout 0.3, BN momentum 0.95 and epsilon 1e-6, RandAugment magnitude 9. Model
+# Garden adds an L2 penalty of 1e-5 to AdamW's decay; ours takes one or the other (with adamw,
+# ModelConfig.weight_decay is the decoupled decay): the L2 term is left out.
+MOBILENET_V4_CONV_SMALL_IMAGENET = Config(
+    model=ModelConfig(name="mobilenet_v4_conv_small", alpha=1.0, image_size=(224, 224), dropout=0.3,
+                      bn_momentum=0.95, bn_epsilon=1e-6, weight_decay=0.01),
+    data=DataConfig(dataset="", randaugment_ops=2, randaugment_magnitude=0.9),
+    train=TrainConfig(
+        epochs=9600, batch_size=4096, optimizer="adamw", adam_beta1=0.6, adam_epsilon=1e-6, learning_rate=0.002,
+        base_batch_size=4096, lr_schedule="cosine", warmup_epochs=5.0, label_smoothing=0.1, ema_decay=0.9999,
+        log_steps=100, checkpoint_steps=5000, keep_checkpoints=5,
+    ),
+)
+# mobilenet-train --preset=mobilenet_v4_conv_medium_imagenet --dataset=tfrecord:/data/imagenet --batch_size=1024
+# Conv-M at 256: 79.9 top-1 (the paper, Model Garden: "79.9% @ 500 epochs"). 500 epochs at batch
+# 4096, lr 0.004 x batch/4096, 5 warm-up epochs, AdamW weight decay 0.1, dropout 0.2, stochastic
+# depth 0.075 (growing over the blocks), BN momentum 0.997, RandAugment magnitude 15 (ours: 1.0).
+MOBILENET_V4_CONV_MEDIUM_IMAGENET = Config(
+    model=ModelConfig(name="mobilenet_v4_conv_medium", alpha=1.0, image_size=(256, 256), dropout=0.2,
+                      bn_momentum=0.997, bn_epsilon=1e-3, weight_decay=0.1, stochastic_depth=0.075),
+    data=DataConfig(dataset="", randaugment_ops=2, randaugment_magnitude=1.0),
+    train=TrainConfig(
+        epochs=500, batch_size=4096, optimizer="adamw", learning_rate=0.004, base_batch_size=4096,
+        lr_schedule="cosine", warmup_epochs=5.0, label_smoothing=0.1, log_steps=100, checkpoint_steps=5000,
+        keep_checkpoints=5,
+    ),
+)
+
+# mobilenet-train --preset=mobilenet_v4_conv_large_imagenet --dataset=tfrecord:/data/imagenet --batch_size=1024
+# Conv-L at 384: 82.9 top-1 (the paper; Model Garden: "82.92% @ 500 epoches"). 500 epochs at batch
+# 16384, lr 0.004 x batch/16384, 20 warm-up epochs, AdamW weight decay 0.2, dropout 0.2, stochastic
+# depth 0.35 growing over the blocks (the paper's Table 10; the yaml has 0.2 for every block),
+# BN momentum 0.997, RandAugment magnitude 15 (ours: 1.0), MixUp 0.8 / CutMix 1.0 (one of them,
+# with equal odds: on every batch, where the paper mixes 30% of them).
+MOBILENET_V4_CONV_LARGE_IMAGENET = Config(
+    model=ModelConfig(name="mobilenet_v4_conv_large", alpha=1.0, image_size=(384, 384), dropout=0.2,
+                      bn_momentum=0.997, bn_epsilon=1e-3, weight_decay=0.2, stochastic_depth=0.35),
+    data=DataConfig(dataset="", randaugment_ops=2, randaugment_magnitude=1.0, mixup_alpha=0.8, cutmix_alpha=1.0),
+    train=TrainConfig(
+        epochs=500, batch_size=16384, optimizer="adamw", learning_rate=0.004, base_batch_size=16384,
+        lr_schedule="cosine", warmup_epochs=20.0, label_smoothing=0.1, log_steps=100, checkpoint_steps=5000,
+        keep_checkpoints=5,
+    ),
+)
+
 PRESETS: dict[str, Config] = {
     "digits": DIGITS,
     "mobilenet_v1_imagenet": MOBILENET_V1_IMAGENET,
@@ -339,4 +398,7 @@ PRESETS: dict[str, Config] = {
     "mobilenet_v3_large_imagenet": MOBILENET_V3_LARGE_IMAGENET,
     "mobilenet_v3_small_imagenet": MOBILENET_V3_SMALL_IMAGENET,
     "mobilenet_v3_finetune": MOBILENET_V3_FINETUNE,
+    "mobilenet_v4_conv_small_imagenet": MOBILENET_V4_CONV_SMALL_IMAGENET,
+    "mobilenet_v4_conv_medium_imagenet": MOBILENET_V4_CONV_MEDIUM_IMAGENET,
+    "mobilenet_v4_conv_large_imagenet": MOBILENET_V4_CONV_LARGE_IMAGENET,
 }

@@ -28,10 +28,12 @@ class FlagError(UserError, ValueError):
 def define_train_flags() -> None:
     flags.DEFINE_string("preset", "digits", f"Named recipe to start from: {', '.join(config.PRESETS)}.")
     flags.DEFINE_enum("model", None, models.MODEL_NAMES, "Architecture.")
-    flags.DEFINE_float("alpha", None, "Width multiplier (V1: 0.25-1.0, V2: 0.35-1.4, V3: 0.25-2.0; ImageNet weights "
-                       "for V1 0.25/0.5/0.75/1.0, V2 0.35/0.5/0.75/1.0/1.3/1.4, V3 0.75/1.0).")
+    flags.DEFINE_float("alpha", None, "Width multiplier (V1: 0.25-1.0, V2: 0.35-1.4, V3 and V4: 0.25-2.0; ImageNet "
+                       "weights for V1 0.25/0.5/0.75/1.0, V2 0.35/0.5/0.75/1.0/1.3/1.4, V3 0.75/1.0, V4 none).")
     flags.DEFINE_boolean("minimalistic", None, "V3: the minimalistic variant (3x3 kernels, ReLU, no squeeze-excite; "
                          "ImageNet weights at alpha 1.0).")
+    flags.DEFINE_float("stochastic_depth", None, "V4: peak rate at which residual branches are dropped while training "
+                       "(growing over the blocks; 0: off).")
     flags.DEFINE_string("image_size", None, "Input size: 224, or HEIGHTxWIDTH such as 192x256 (each >= 32).")
     flags.DEFINE_string("dataset", None, "digits (embedded default), tfrecord:DIR, folder:DIR or "
                         "tfds:NAME[:VERSION].")
@@ -57,6 +59,8 @@ def define_train_flags() -> None:
     flags.DEFINE_integer("seed", None, "Seed of weight init, data order and augmentation.")
     flags.DEFINE_enum("strategy", None, config.STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_enum("optimizer", None, config.OPTIMIZERS, "Optimizer.")
+    flags.DEFINE_float("adam_beta1", None, "adamw: beta_1 (Keras' 0.9 by default).")
+    flags.DEFINE_float("adam_epsilon", None, "adamw: epsilon (Keras' 1e-7 by default).")
     flags.DEFINE_float("learning_rate", None, "Peak learning rate (after warm-up).")
     flags.DEFINE_enum("lr_schedule", None, config.SCHEDULES, "Decay after warm-up.")
     flags.DEFINE_float("warmup_epochs", None, "Linear warm-up length in epochs.")
@@ -96,6 +100,7 @@ _FIELDS = {
     "model": ("model", "name"),
     "alpha": ("model", "alpha"),
     "minimalistic": ("model", "minimalistic"),
+    "stochastic_depth": ("model", "stochastic_depth"),
     "image_size": ("model", "image_size"),
     "dropout": ("model", "dropout"),
     "num_classes": ("model", "num_classes"),
@@ -156,6 +161,11 @@ def validate(cfg: config.Config) -> None:
     lo, hi = models.ALPHA_RANGES[m.name]
     if not lo <= m.alpha <= hi:
         raise FlagError(f"--alpha={m.alpha}: {m.name} takes widths {lo} to {hi}")
+    if m.stochastic_depth and m.name not in models.STOCHASTIC_DEPTH:
+        raise FlagError(f"--stochastic_depth: {m.name} has no stochastic depth; {', '.join(models.STOCHASTIC_DEPTH)} "
+                        f"do")
+    if not 0 <= m.stochastic_depth < 1:
+        raise FlagError(f"--stochastic_depth={m.stochastic_depth}: must be in [0, 1)")
     if m.minimalistic and m.name not in models.MINIMALISTIC:
         raise FlagError(f"--minimalistic: {m.name} has no minimalistic variant; {' and '.join(models.MINIMALISTIC)} "
                         f"do")

@@ -86,7 +86,8 @@ def build_optimizer(train: TrainConfig, steps_per_epoch: int, weight_decay: floa
         # sgd: Nesterov momentum (timm's); momentum: classic heavy-ball (MindSpore's Momentum).
         optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=train.optimizer == "sgd", **ema)
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **ema)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, beta_1=train.adam_beta1,
+                                           epsilon=train.adam_epsilon, **ema)
         # Decay kernels only: BN scales/offsets and biases are excluded, as in timm and big_vision.
         optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     if train.precision == "mixed_float16":

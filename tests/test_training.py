@@ -23,9 +23,13 @@ from steps import one_step_loop
 
 
 @pytest.mark.slow
-def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir):
+@pytest.mark.parametrize("model", [
+    [],  # TINY: V2-0.35 with dropout
+    ["--model=mobilenet_v4_conv_small", "--stochastic_depth=0.3"],  # V4: its drop path's random state too
+], ids=["v2", "v4"])
+def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir, model):
     env = env_for(cache_dir)
-    flags = ["--deterministic", "--checkpoint_steps=6", "--keep_checkpoints=2"]
+    flags = ["--deterministic", "--checkpoint_steps=6", "--keep_checkpoints=2", *model]
     reference = tmp_path / "reference"
     # The uninterrupted run goes through the CPU launcher (the same flags plus its CPU settings).
     cpu_launcher = [os.path.join(REPO, "scripts", "train_cpu.sh"), *TINY, f"--model_dir={reference}", *flags]
@@ -44,6 +48,8 @@ def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir):
     actual = checkpoint_tensors(str(resumed / "ckpt-88"))
     assert expected.keys() == actual.keys()
     assert any("rng/" in key for key in expected)  # dropout's random state is checkpointed
+    if model:
+        assert any("rng/block_16_drop_path" in key for key in expected)  # and stochastic depth's
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
@@ -367,3 +373,21 @@ def test_mobilenet_v3_presets_are_model_gardens_recipes():
     finetune = config.PRESETS["mobilenet_v3_finetune"]
     assert (finetune.model.name, finetune.train.pretrained, finetune.train.freeze_backbone_epochs) == \
         ("mobilenet_v3_large", "imagenet", 3)
+
+
+def test_mobilenet_v4_presets_are_the_papers_recipes():
+    source = open(os.path.join(REPO, "mobilenet_tf", "config.py")).read()
+    assert "73.8" in source and "79.9" in source and "82.9" in source and "Table 10" in source
+    small, medium, large = (config.PRESETS[f"mobilenet_v4_conv_{size}_imagenet"] for size in ("small", "medium", "large"))
+    # The paper's Table 10: peak rate, AdamW decay, beta1, epsilon, EMA, dropout, stochastic depth, epochs.
+    for preset, row in ((small, (0.002, 0.01, 0.6, 1e-6, 0.9999, 0.3, 0.0, 9600, 224)),
+                        (medium, (0.004, 0.1, 0.9, 1e-7, 0.0, 0.2, 0.075, 500, 256)),
+                        (large, (0.004, 0.2, 0.9, 1e-7, 0.0, 0.2, 0.35, 500, 384))):
+        t, m = preset.train, preset.model
+        assert (optim.peak_learning_rate(t), m.weight_decay, t.adam_beta1, t.adam_epsilon, t.ema_decay, m.dropout,
+                m.stochastic_depth, t.epochs, m.image_size[0]) == pytest.approx(row)
+        assert (t.optimizer, t.lr_schedule, t.label_smoothing, preset.data.randaugment_ops) == ("adamw", "cosine", 0.1, 2)
+    assert (small.train.warmup_epochs, large.train.warmup_epochs, large.train.batch_size) == (5.0, 20.0, 16384)
+    assert (large.data.mixup_alpha, large.data.cutmix_alpha) == (0.8, 1.0)
+    optimizer = optim.build_optimizer(small.train, 100, weight_decay=small.model.weight_decay)
+    assert (optimizer.beta_1, optimizer.epsilon, optimizer.weight_decay) == pytest.approx((0.6, 1e-6, 0.01))

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 
 V3 = ("mobilenet_v3_large", "mobilenet_v3_small")
-# Kernel scale for `randomize`, per family. V3 has its batch norm statistics calibrated instead.
-GAIN = {"mobilenet_v1": 1.0, "mobilenet_v2": 0.8, "mobilenet_v3_large": 1.0, "mobilenet_v3_small": 1.0}
+V4 = ("mobilenet_v4_conv_small", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large")
+# Kernel scale for `randomize`, per family. V3 and V4 have their batch norm statistics calibrated instead.
+GAIN = {"mobilenet_v1": 1.0, "mobilenet_v2": 0.8, **{name: 1.0 for name in V3 + V4}}
 
 
 def weight_layers(model):
@@ -63,9 +64,9 @@ def randomize(model, seed, gain, images=None):
 
 
 def random_weights(model, name, seed):
-    """`randomize` as each family needs it (V3: statistics calibrated on random images)."""
+    """`randomize` as each family needs it (V3 and V4: statistics calibrated on random images)."""
     images = None
-    if name in V3:
+    if name in V3 + V4:
         low = 0 if any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers) else -1
         images = np.random.default_rng(seed + 100).uniform(low, 255 if low == 0 else 1, (16, *model.input_shape[1:]))
     randomize(model, seed, GAIN[name], images=images)

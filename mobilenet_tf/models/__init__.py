@@ -6,20 +6,34 @@ it. The builders are in `models.build` (`build_model`, `build_from_config`, `cou
 quantized twin in `quantize` and keras.applications' weight files in `pretrained`.
 """
 
-MODEL_NAMES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+MODEL_NAMES = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v4_conv_small",
+               "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large")
 # Widths keras.applications publishes ImageNet weights for (V3's minimalistic variant: 1.0 only).
+# No Keras or TensorFlow weights of MobileNet V4 are published (Model Garden released none; timm's
+# are PyTorch's): V4 trains from scratch or from another run (--init_checkpoint).
 ALPHAS = {
     "mobilenet_v1": (0.25, 0.5, 0.75, 1.0),
     "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
     "mobilenet_v3_large": (0.75, 1.0),
     "mobilenet_v3_small": (0.75, 1.0),
+    "mobilenet_v4_conv_small": (),
+    "mobilenet_v4_conv_medium": (),
+    "mobilenet_v4_conv_large": (),
 }
 MINIMALISTIC_ALPHAS = (1.0,)
-# Widths the command line takes: V1 and V2 those keras.applications publishes; V3 any sensible one.
-ALPHA_RANGES = {name: (min(alphas), max(alphas)) for name, alphas in ALPHAS.items()}
-ALPHA_RANGES.update({"mobilenet_v3_large": (0.25, 2.0), "mobilenet_v3_small": (0.25, 2.0)})
+# Widths the command line takes: V1 and V2 those keras.applications publishes; V3 and V4 any sensible one.
+ALPHA_RANGES = {
+    "mobilenet_v1": (0.25, 1.0),
+    "mobilenet_v2": (0.35, 1.4),
+    **{name: (0.25, 2.0) for name in ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v4_conv_small",
+                                      "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large")},
+}
 # The families with keras.applications' `minimalistic` variant.
 MINIMALISTIC = ("mobilenet_v3_large", "mobilenet_v3_small")
+# The families with stochastic depth (residual branches dropped while training).
+STOCHASTIC_DEPTH = ("mobilenet_v4_conv_small", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large")
+# The input size each family was designed and trained at (the papers' and Model Garden's).
+DEFAULT_IMAGE_SIZES = {"mobilenet_v4_conv_medium": 256, "mobilenet_v4_conv_large": 384}
 # Five stride-2 stages take 32 pixels down to a 1x1 feature map.
 MIN_IMAGE_SIZE = 32
 

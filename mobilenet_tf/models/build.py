@@ -5,22 +5,29 @@ import math
 
 import keras
 
-from mobilenet_tf.models import MINIMALISTIC, MIN_IMAGE_SIZE, MODEL_NAMES, quantize
+from mobilenet_tf.models import MINIMALISTIC, MIN_IMAGE_SIZE, MODEL_NAMES, STOCHASTIC_DEPTH, quantize
 from mobilenet_tf.models.mobilenet_v1 import mobilenet_v1
 from mobilenet_tf.models.mobilenet_v2 import mobilenet_v2
 from mobilenet_tf.models.mobilenet_v3 import mobilenet_v3
+from mobilenet_tf.models.mobilenet_v4 import mobilenet_v4
 
 _BUILDERS = {
     "mobilenet_v1": mobilenet_v1,
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3_large": functools.partial(mobilenet_v3, size="large"),
     "mobilenet_v3_small": functools.partial(mobilenet_v3, size="small"),
+    "mobilenet_v4_conv_small": functools.partial(mobilenet_v4, size="small"),
+    "mobilenet_v4_conv_medium": functools.partial(mobilenet_v4, size="medium"),
+    "mobilenet_v4_conv_large": functools.partial(mobilenet_v4, size="large"),
 }
 # keras.applications' defaults: V1 uses Keras' BN momentum and a tiny dropout, V2 a slower
-# BN momentum and no dropout, V3 the slower momentum and dropout 0.2.
-_DEFAULT_DROPOUT = {"mobilenet_v1": 1e-3, "mobilenet_v2": 0.0, "mobilenet_v3_large": 0.2, "mobilenet_v3_small": 0.2}
+# BN momentum and no dropout, V3 the slower momentum and dropout 0.2; V4 Model Garden's block
+# defaults (momentum 0.99) and its recipes' dropout 0.2.
+_DEFAULT_DROPOUT = {"mobilenet_v1": 1e-3, "mobilenet_v2": 0.0, "mobilenet_v3_large": 0.2, "mobilenet_v3_small": 0.2,
+                    "mobilenet_v4_conv_small": 0.2, "mobilenet_v4_conv_medium": 0.2, "mobilenet_v4_conv_large": 0.2}
 _DEFAULT_BN_MOMENTUM = {"mobilenet_v1": 0.99, "mobilenet_v2": 0.999, "mobilenet_v3_large": 0.999,
-                        "mobilenet_v3_small": 0.999}
+                        "mobilenet_v3_small": 0.999, "mobilenet_v4_conv_small": 0.99,
+                        "mobilenet_v4_conv_medium": 0.99, "mobilenet_v4_conv_large": 0.99}
 
 
 def build_model(
@@ -39,8 +46,10 @@ def build_model(
     sync_bn=False,
     quant=None,
     minimalistic=False,
+    stochastic_depth=0.0,
 ):
-    """Builds a MobileNet whose layer names match keras.applications'.
+    """Builds a MobileNet whose layer names match keras.applications' (V4, which Keras does not
+    have: see `mobilenet_v4`).
 
     Args:
       name: one of MODEL_NAMES.
@@ -64,6 +73,8 @@ def build_model(
         training), with the same layer names and weights plus the quantizers'.
       minimalistic: V3 only: keras.applications' minimalistic variant (3x3 kernels, ReLU, no
         squeeze-excite).
+      stochastic_depth: V4 only: the drop rate of the last block's residual branch while
+        training (growing linearly over the blocks); 0 for none.
 
     Returns:
       A `keras.Model` named like keras.applications' (`mobilenet_v2_1.00_224`, or
@@ -72,7 +83,7 @@ def build_model(
 
     Raises:
       ValueError: for an unknown name, an image smaller than MIN_IMAGE_SIZE, a width that is
-        not positive, or `minimalistic` for a family without that variant.
+        not positive, or `minimalistic` or `stochastic_depth` for a family without it.
     """
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}.")
@@ -85,7 +96,11 @@ def build_model(
         raise ValueError(f"alpha must be positive, got {alpha}.")
     if minimalistic and name not in MINIMALISTIC:
         raise ValueError(f"{name} has no minimalistic variant; {', '.join(MINIMALISTIC)} do.")
+    if stochastic_depth and name not in STOCHASTIC_DEPTH:
+        raise ValueError(f"{name} has no stochastic depth; {', '.join(STOCHASTIC_DEPTH)} do.")
     variant = {"minimalistic": True} if minimalistic else {}
+    if stochastic_depth:
+        variant["stochastic_depth"] = stochastic_depth
     size_text = f"{height}" if height == width else f"{height}x{width}"
     return _BUILDERS[name](
         alpha=alpha,
@@ -143,6 +158,7 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
         bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
         weight_decay=m.weight_decay if weight_decay is None else weight_decay,
         include_preprocessing=include_preprocessing, sync_bn=m.sync_bn, quant=quant, minimalistic=m.minimalistic,
+        stochastic_depth=m.stochastic_depth,
     )
 
 

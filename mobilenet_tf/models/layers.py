@@ -210,6 +210,17 @@ def project(x, shortcut, *, filters, stride, prefix, bn_name, bn, kernel_regular
     return x
 
 
+def classifier(x, num_classes, kernel_regularizer, quant=None):
+    """The softmax classifier on pooled features [batch, channels]: a Dense named `predictions`
+    (float32 under mixed precision, so probabilities come out float32; its kernel is float32 under
+    float32 and mixed policies alike, so weights still copy by name); its per-tensor quantized twin
+    (`quantize.QuantDense`) in a quantized twin."""
+    dense = quantize.QuantDense if quant is not None else layers.Dense
+    extra = {"scheme": quant} if quant is not None else {}
+    return dense(num_classes, activation="softmax", kernel_regularizer=kernel_regularizer, dtype=head_dtype(),
+                 name="predictions", **extra)(x)
+
+
 def conv_with_bias(x, conv, quant=None):
     """`conv` (a Conv2D with a bias and no batch norm after it, not yet called) applied to `x`; its
     quantized twin (per-channel kernel, no folding) in a quantized twin."""

@@ -6,11 +6,10 @@ Layer names are those of `keras.applications.MobileNetV2`, so its weights copy o
 import keras
 from keras import layers
 
-from mobilenet_tf.models import quantize
 from mobilenet_tf.models.layers import (
+    classifier,
     conv_bn,
     depthwise_conv_bn,
-    head_dtype,
     image_input,
     make_divisible,
     project,
@@ -96,10 +95,5 @@ def mobilenet_v2(
         x = quantized(layers.GlobalAveragePooling2D()(x), "pool_quant", quant)
         if dropout > 0:
             x = layers.Dropout(dropout, name="dropout")(x)
-        # Mixed-precision models still return float32 probabilities; the kernel is float32
-        # under float32 and mixed policies alike, so weights still copy by name.
-        dense = quantize.QuantDense if quant is not None else layers.Dense
-        extra = {"scheme": quant} if quant is not None else {}
-        x = dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype=head_dtype(),
-                  name="predictions", **extra)(x)
+        x = classifier(x, num_classes, reg, quant)
     return keras.Model(inputs, x, name=name)
