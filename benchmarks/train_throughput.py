@@ -14,7 +14,9 @@ MobileNetV2-1.0 (or `--model`'s V3, at width 1.0) at 224x224 (128x128 with --qui
   loss="sparse_categorical_crossentropy")`) and `fit` on in-memory tensors (no input pipeline at
   all); images/s of its epochs after the first.
 
-The last line is JSON with both rates and ours / peer (goal: >= 1.5).
+The last line is JSON with both rates and ours / peer (goal: >= 1.5). `--teacher` also times our
+float32 step distilled from a teacher (`--teacher`: V2-1.4 at the same size, random weights: the
+price is its forward pass, whatever it learned) and gives distilled / plain.
 
 `--profile` first prints where a training step's time goes, by TensorFlow op type, from a
 TF-profiler trace of a few steps of each (ours: `make_train_loop` on an in-memory batch; peer:
@@ -92,12 +94,30 @@ def records(root: str, num_images: int) -> tfrecord.DatasetInfo:
     return tfrecord.read_info(os.path.join(root, "records"))
 
 
-def ours(info, root: str, precision: str, steps: int, interval: int, size: int, model: str) -> float:
+def teacher_run(root: str, info, size: int) -> str:
+    """A run directory holding an untrained V2-1.4 of the records' classes (config.json and a
+    checkpoint), as `--teacher` takes it."""
+    from mobilenet_tf import optim
+
+    model_dir = os.path.join(root, "teacher")
+    cfg = config.replace(recipe("mobilenet_v2", size), model={"alpha": 1.4, "num_classes": info.num_classes},
+                         data={"dataset": f"tfrecord:{info.data_dir}"}, train={"model_dir": model_dir})
+    model = train.build_train_model(cfg)
+    optimizer = optim.build_optimizer(cfg.train, 1)
+    optimizer.build(model.trainable_variables)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer), model_dir, 1).save()
+    config.save(cfg, model_dir)
+    keras.backend.clear_session()
+    return model_dir
+
+
+def ours(info, root: str, precision: str, steps: int, interval: int, size: int, model: str, teacher: str = "") -> float:
     cfg = config.replace(
         recipe(model, size),
         data={"dataset": f"tfrecord:{info.data_dir}"},
         train={"epochs": 1, "precision": precision, "log_steps": interval,
-               "model_dir": os.path.join(root, f"run_{precision}"), "export": False},
+               "model_dir": os.path.join(root, f"run_{precision}{'_distilled' if teacher else ''}"), "export": False,
+               "teacher": teacher},
     )
     rates = Rates()
     train.train(cfg, datasets=info, callbacks=[rates])
@@ -185,6 +205,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
     parser.add_argument("--profile", action="store_true", help="first print each step's time by op type")
     parser.add_argument("--model", choices=sorted(PRESETS), default="mobilenet_v2", help="architecture (width 1.0)")
+    parser.add_argument("--teacher", action="store_true", help="also time the float32 step distilled from V2-1.4")
     args = parser.parse_args()
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 1, 2, 128) if args.quick else (60, 10, 4, 224)
@@ -200,6 +221,10 @@ def main():
             "ours_mixed_bfloat16_img_s": round(ours(info, root, "mixed_bfloat16", steps, interval, size, args.model), 1),
             "keras_fit_img_s": round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1),
         }
+        if args.teacher:
+            result["ours_float32_distilled_img_s"] = round(ours(info, root, "float32", steps, interval, size, args.model,
+                                                                teacher_run(root, info, size)), 1)
+            result["distilled_vs_plain"] = round(result["ours_float32_distilled_img_s"] / result["ours_float32_img_s"], 2)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for precision in ("float32", "mixed_bfloat16"):

@@ -10,7 +10,8 @@ from absl import logging
 
 
 class ScalarsCallback(keras.callbacks.Callback):
-    """Writes loss, top-1, lr, img/s (and skipped bad records, when skipping) at the global step to
+    """Writes loss (and its two terms when distilling), top-1, lr, img/s (and skipped bad records,
+    when skipping) at the global step to
     `<log_dir>/train`, and the held-out
     top-1/top-5 at each epoch's end to `<log_dir>/validation` (TF Model Garden's layout)."""
 
@@ -23,7 +24,7 @@ class ScalarsCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         with self._train.as_default(step=int(self._step.numpy())):
-            for name in ("loss", "top1", "lr", "img_per_sec", "bad_records"):
+            for name in ("loss", "loss_ce", "loss_distill", "top1", "lr", "img_per_sec", "bad_records"):
                 if logs and name in logs:
                     tf.summary.scalar(name, logs[name])
 

@@ -164,9 +164,10 @@ class CheckpointManagerCallback(keras.callbacks.Callback):
             shutil.rmtree(self._scratch, ignore_errors=True)
 
 
-def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bool = True):
+def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bool = True, set_aside: bool = True):
     """(model, cfg) of a training run: its config.json, its newest readable checkpoint (unreadable
-    newer ones are set aside, see `newest_readable`), or `checkpoint_path`.
+    newer ones are set aside, see `newest_readable`, or with `set_aside=False` only skipped), or
+    `checkpoint_path`.
 
     When the run kept a moving average of the weights (`ema_decay` > 0) and `ema` is True, the
     model holds the averaged weights, which is what evaluation and export use.
@@ -178,7 +179,7 @@ def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bo
     from mobilenet_tf.models.build import build_from_config
 
     cfg = config.load(model_dir)
-    path = checkpoint_path or newest_readable(model_dir)
+    path = checkpoint_path or newest_readable(model_dir, set_aside_unreadable=set_aside)
     if not path:
         raise NoCheckpoint(f"{model_dir} holds no readable checkpoint; train with mobilenet-train first")
     model = build_from_config(cfg.model, weight_decay=0.0)

@@ -113,8 +113,16 @@ class TrainConfig:
     pretrained: str = ""
     init_checkpoint: str = ""
     freeze_backbone_epochs: int = 0  # train only the head (BN frozen) for this many epochs
+    # Knowledge distillation (distill.py): a run of ours whose predictions the student learns from
+    # ("": none), the share of the loss its term takes, and the softmax temperature.
+    teacher: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
     unfreeze_lr_factor: float = 0.1  # then everything, at this fraction of the rate
     export: bool = True  # write the SavedModel when training ends
+    # Stop (as a lost peer) when no step completes for this long, in seconds; 0: the larger of 10
+    # minutes and 20 times the slowest step so far (watchdog.py).
+    step_timeout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

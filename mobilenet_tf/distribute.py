@@ -3,8 +3,10 @@ SLURM step, or a Kubernetes Indexed Job."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 
 import tensorflow as tf
@@ -14,8 +16,60 @@ from mobilenet_tf.errors import UserError
 
 
 
+# sysexits.h's EX_UNAVAILABLE: a peer of a multi-worker run was lost (it died, froze, or stopped
+# making progress); every worker stops with it, and the whole group must be started again.
+EXIT_PEER_LOST = 69
+
+
 class StrategyError(UserError, ValueError):
     """The requested strategy cannot be set up here; the message names the flag or variable."""
+
+
+class PeerLost(Exception):
+    """A multi-worker run lost a worker; the message names it and the checkpoint a restart of every
+    worker resumes from."""
+
+
+# What TensorFlow's coordination service and collective ops report when a peer dies, freezes or
+# drops its connection (UnavailableError, AbortedError and their kin carry these).
+_PEER_FAILURE = re.compile(r"unhealthy|heartbeat|Collective ops is aborted|Socket closed|Connection reset|"
+                           r"failed to connect|Connection refused|coordination service|Broken pipe|"
+                           r"DEADLINE_EXCEEDED|Deadline Exceeded", re.IGNORECASE)
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+                tf.errors.CancelledError)
+_TASK = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+
+
+def peer_lost(error: BaseException, strategy: tf.distribute.Strategy, model_dir: str) -> PeerLost | None:
+    """The `PeerLost` that `error`, raised in a multi-worker run, means; None when it is no such error
+    (or the run is not multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    workers = resolver.cluster_spec().as_dict().get("worker", []) if resolver is not None else []
+    if len(workers) < 2 or not isinstance(error, tf.errors.OpError):
+        return None
+    text = getattr(error, "message", None) or str(error)
+    if not isinstance(error, _PEER_ERRORS) and not _PEER_FAILURE.search(text):
+        return None
+    others = sorted({int(index) for job, index in _TASK.findall(text)
+                     if job == "worker" and int(index) != resolver.task_id and int(index) < len(workers)})
+    who = " and ".join(f"worker {i} ({workers[i]})" for i in others) or "a peer"
+    if re.search(r"unhealthy|heartbeat", text, re.IGNORECASE):
+        how = "it stopped sending heartbeats (dead or frozen)"
+    elif re.search(r"Socket closed|Connection reset|Broken pipe|Connection refused|failed to connect", text,
+                   re.IGNORECASE):
+        how = "its connection closed"
+    else:
+        how = f"the all-reduce with it failed ({type(error).__name__})"
+    return PeerLost(f"lost {who}: {how}; this worker stopped without writing anything more; restart every worker "
+                    f"with the same command: they resume from {newest_checkpoint(model_dir)}")
+
+
+def newest_checkpoint(model_dir: str) -> str:
+    """The newest checkpoint `model_dir` holds, as a restart finds it (read without TensorFlow's
+    state file: the name of the highest ckpt-N.index), or a sentence saying there is none."""
+    steps = [int(m.group(1)) for path in glob.glob(os.path.join(model_dir, "ckpt-*.index"))
+             if (m := re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(path)))]
+    return os.path.join(model_dir, f"ckpt-{max(steps)}") if steps else "the start (no checkpoint yet)"
 
 
 def get_strategy(name: str = "auto", num_gpus: int | None = None, tpu: str = "") -> tf.distribute.Strategy:

@@ -84,15 +84,27 @@ def define_train_flags() -> None:
     flags.DEFINE_string("pretrained", None, "imagenet (keras.applications' weight file) or a path to such a file.")
     flags.DEFINE_string("init_checkpoint", None, "Start from another run's checkpoint (a model_dir or ckpt path).")
     flags.DEFINE_integer("freeze_backbone_epochs", None, "Train only the head (BN frozen) for this many epochs.")
+    flags.DEFINE_string("teacher", None, "Distill from this run of ours (a model_dir, any model, width and input "
+                        "size; its moving-average weights when it kept them): its predictions enter the loss.")
+    flags.DEFINE_float("distill_weight", None, "--teacher: the distillation term's share of the loss, 0 to 1 "
+                       "(default 0.5).")
+    flags.DEFINE_float("distill_temperature", None, "--teacher: the softmax temperature of both models' "
+                       "predictions in that term (default 4).")
     flags.DEFINE_boolean("qat", None, "Quantization-aware training: train the fake-quantized twin of the model (from "
                          "--init_checkpoint, a float run), for an int8 TFLite export that needs no calibration.")
     flags.DEFINE_integer("qat_freeze_bn_steps", None, "--qat: batch norm uses its moving statistics from this step "
                          "on (0: never).")
     flags.DEFINE_integer("qat_freeze_range_steps", None, "--qat: activation ranges stop moving from this step on "
                          "(0: never).")
+    flags.DEFINE_float("step_timeout", None, "Stop (exit status of a lost peer) when no step completes for this many "
+                       "seconds: a stuck input or peer (default 0: max(600, 20 x the slowest step so far)).")
     # How the command reports, not what it trains (no Config field).
     flags.DEFINE_boolean("json", False, "The last line: the result as JSON (top1, top5, examples, step, export) "
                          "instead of a sentence.")
+    flags.DEFINE_integer("exit_code_preempted", 75, "Exit status after a preemption (SIGTERM) was checkpointed; "
+                         "Kubeflow's TFJob retries only 130, 137, 138 and 143.")
+    flags.DEFINE_integer("exit_code_peer_lost", 69, "Exit status when a multi-worker run lost a worker or stopped "
+                         "making progress: restart every worker.")
 
 
 # flag name -> (config section, field)
@@ -197,6 +209,13 @@ def validate(cfg: config.Config) -> None:
         raise FlagError(f"--dropout={m.dropout}: must be in [0, 1)")
     if m.num_classes is not None and m.num_classes < 2:
         raise FlagError(f"--num_classes={m.num_classes}: a classifier needs at least 2 classes")
+    if not 0 <= t.adam_beta1 < 1 or t.adam_epsilon <= 0:
+        raise FlagError(f"--adam_beta1={t.adam_beta1} --adam_epsilon={t.adam_epsilon}: need 0 <= beta1 < 1, epsilon > 0")
+    if t.step_timeout < 0:
+        raise FlagError(f"--step_timeout={t.step_timeout}: must not be negative (0: automatic)")
+    for name in ("exit_code_preempted", "exit_code_peer_lost"):
+        if name in FLAGS and not 1 <= FLAGS[name].value <= 255:
+            raise FlagError(f"--{name}={FLAGS[name].value}: an exit status is 1 to 255")
     if not 0 <= t.ema_decay < 1:
         raise FlagError(f"--ema_decay={t.ema_decay}: must be in [0, 1) (0 turns it off)")
     if not 0 < t.decay_rate <= 1 or t.decay_epochs <= 0:
@@ -207,12 +226,18 @@ def validate(cfg: config.Config) -> None:
         if t.pretrained != "imagenet" and not os.path.isfile(t.pretrained):
             raise FlagError(f"--pretrained={t.pretrained}: no such file; give 'imagenet' or a keras.applications "
                             f"weight file (.h5)")
+        if not models.ALPHAS[m.name]:
+            raise FlagError(f"--pretrained: no Keras or TensorFlow weights of {m.name} are published (TF Model Garden "
+                            f"released none, timm's are PyTorch's); train from scratch, or start from another run "
+                            f"with --init_checkpoint=RUN_DIR")
         alphas = models.MINIMALISTIC_ALPHAS if m.minimalistic else models.ALPHAS[m.name]
         if m.alpha not in alphas:
             raise FlagError(f"--pretrained: keras.applications has no ImageNet weights for {m.describe()}; "
                             f"use one of {', '.join(map(str, alphas))}")
     if t.init_checkpoint:
         check_init_checkpoint(cfg)
+    if t.teacher:
+        check_teacher(cfg)
     if m.qat:
         if t.precision != "float32":
             raise FlagError(f"--qat with --precision={t.precision}: quantization-aware training runs in float32 (the "
@@ -228,6 +253,20 @@ def validate(cfg: config.Config) -> None:
                 raise FlagError(f"--{name}={getattr(m, name)}: must not be negative (0: never)")
     if not 0 <= t.freeze_backbone_epochs <= t.epochs:
         raise FlagError(f"--freeze_backbone_epochs={t.freeze_backbone_epochs}: must be between 0 and --epochs={t.epochs}")
+
+
+def check_teacher(cfg: config.Config) -> None:
+    """--teacher must be a run of mobilenet-train (its config.json and a checkpoint); the weight and
+    temperature must make sense. (Its classes are checked against the data set's when training
+    starts: counting those may need TensorFlow.)"""
+    t = cfg.train
+    if not paths.checkpoint_exists(t.teacher) or not os.path.isfile(os.path.join(t.teacher, config.CONFIG_FILE)):
+        raise FlagError(f"--teacher={t.teacher}: no run there; give the model_dir of a mobilenet-train run (its "
+                        f"{config.CONFIG_FILE} and checkpoints)")
+    if not 0 <= t.distill_weight <= 1:
+        raise FlagError(f"--distill_weight={t.distill_weight}: must be in [0, 1]")
+    if t.distill_temperature <= 0:
+        raise FlagError(f"--distill_temperature={t.distill_temperature}: must be positive")
 
 
 def check_init_checkpoint(cfg: config.Config) -> None:

@@ -90,27 +90,37 @@ _MODEL_FIELDS = {"name": "--model", "alpha": "--alpha", "minimalistic": "--minim
                  "num_classes": "--num_classes/--dataset", "class_names": "--dataset", "qat": "--qat"}
 
 
+# The teacher a run distills from: another one would make another run of it.
+_TEACHER_FIELDS = {"teacher": "--teacher", "distill_weight": "--distill_weight",
+                   "distill_temperature": "--distill_temperature"}
+
+
 def check_matches(cfg, model_dir: str) -> None:
     """Raise RunMismatch when `model_dir` holds checkpoints of another model than `cfg` (a Config)
-    builds.
+    builds, or of a run distilled from another teacher.
 
-    Only the fields that shape the weights count (architecture, width, input size, classes): a
-    different --epochs or --learning_rate continues the run. A directory without checkpoints holds
-    nothing to lose and takes any command.
+    Only the fields that shape the weights count (architecture, width, input size, classes) and
+    the teacher's: a different --epochs or --learning_rate continues the run. A directory without
+    checkpoints holds nothing to lose and takes any command.
     """
     from mobilenet_tf import config
 
     path = os.path.join(model_dir, config.CONFIG_FILE)
     if not os.path.isfile(path) or not any(name.endswith(".index") for name in os.listdir(model_dir)):
         return
-    saved = config.load(model_dir).model
-    differences = [
-        f"{flag} {_show(getattr(cfg.model, field))} (the run: {_show(getattr(saved, field))})"
-        for field, flag in _MODEL_FIELDS.items() if getattr(cfg.model, field) != getattr(saved, field)
-    ]
+    saved = config.load(model_dir)
+    differences, what = _differences(cfg.model, saved.model, _MODEL_FIELDS), "another model"
+    if not differences and (cfg.train.teacher or saved.train.teacher):  # without one, weight and temperature do nothing
+        differences, what = _differences(cfg.train, saved.train, _TEACHER_FIELDS), "a run of another teacher"
     if differences:
-        raise RunMismatch(f"--model_dir={model_dir} holds another model than this command builds: "
-                          f"{'; '.join(differences)}. Give the run's flags to resume it, or a new --model_dir")
+        raise RunMismatch(f"--model_dir={model_dir} holds {what} than this command trains: {'; '.join(differences)}. "
+                          f"Give the run's flags to resume it, or a new --model_dir")
+
+
+def _differences(ours, theirs, fields: dict) -> list[str]:
+    """"--flag value (the run: value)" for each of `fields` in which the two config sections differ."""
+    return [f"{flag} {_show(getattr(ours, field))} (the run: {_show(getattr(theirs, field))})"
+            for field, flag in fields.items() if getattr(ours, field) != getattr(theirs, field)]
 
 
 def _show(value) -> str:

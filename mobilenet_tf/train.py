@@ -21,13 +21,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mobilenet_tf import config, distribute, evaluate, export, optim, preemption, rundir
+from mobilenet_tf import config, distill, distribute, evaluate, export, optim, preemption, rundir
 from mobilenet_tf.callbacks import ScalarsCallback
 from mobilenet_tf.checkpoint import CheckpointManagerCallback, restore_model
 from mobilenet_tf.config import Config
 from mobilenet_tf.errors import UserError
 from mobilenet_tf.data import pipeline, sources, tfrecord
 from mobilenet_tf.models import HEAD_LAYERS
+from mobilenet_tf.watchdog import StepWatchdog
 from mobilenet_tf.models.build import build_from_config, copy_weights
 from mobilenet_tf.models.pretrained import load_pretrained
 
@@ -83,10 +84,15 @@ def use_xla(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
     return bool(tf.config.list_logical_devices("GPU")) or isinstance(strategy, tf.distribute.TPUStrategy)
 
 
-def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool = False, stop_flag=None):
+def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool = False, stop_flag=None,
+                    teacher=None, progress=None):
     """A tf.function running up to `num_steps` steps from a distributed iterator. It returns a dict:
-    "means" [mean loss, mean top-1], "finite" (all weights finite afterwards), "steps" run,
-    "stopped" and "bad_records".
+    "means" [mean loss, mean top-1, mean cross-entropy term, mean distillation term], "finite" (all
+    weights finite afterwards), "steps" run, "stopped" and "bad_records".
+
+    With a `teacher` (`distill.load_teacher`), its predictions on each batch enter the loss as
+    `distill.losses` says. `progress` (an int64 variable) counts the steps as they complete, for
+    `watchdog.StepWatchdog`.
 
     `stop_flag` (a variable, see `preemption.SignalFlag`) is read in every step and summed over all
     replicas and workers: once any is set, every worker stops after that same step ("stopped").
@@ -109,44 +115,51 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
                 soft = tf.cast(labels, dtype)
             else:
                 soft = tf.one_hot(labels, probabilities.shape[-1], dtype=dtype)
-            per_example = keras.losses.categorical_crossentropy(soft, probabilities, label_smoothing=smoothing)
+            taught = None if teacher is None else teacher(distill.teacher_inputs(images, teacher), training=False)
+            per_example, hard, distilled = distill.losses(
+                soft, probabilities, taught, weight=cfg.train.distill_weight,
+                temperature=cfg.train.distill_temperature, label_smoothing=smoothing)
             # Mean over the global batch: the optimizer sums gradients over replicas.
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            mean = lambda values: tf.nn.compute_average_loss(values, global_batch_size=global_batch)  # noqa: E731
+            loss = mean(per_example)
             if model.losses:
                 loss += tf.add_n([tf.cast(penalty, dtype) for penalty in model.losses]) / num_replicas
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
         grads = tape.gradient(scaled, variables)
         classes = tf.argmax(labels, axis=-1, output_type=tf.int32) if labels.dtype.is_floating else labels
         hits = tf.reduce_sum(tf.cast(tf.math.in_top_k(classes, tf.cast(probabilities, tf.float32), 1), dtype))
-        return loss, hits / global_batch, grads
+        return loss, hits / global_batch, mean(hard), mean(distilled), grads
 
     if jit_compile:
         # Forward and backward only: the gradient all-reduce and update stay outside XLA.
         gradients = tf.function(gradients, jit_compile=True)
 
     def replica_step(images, labels, bad_records=None):
-        loss, top1, grads = gradients(images, labels)
+        loss, top1, hard, distilled, grads = gradients(images, labels)
         optimizer.apply_gradients(zip(grads, variables))
         stop = tf.zeros([], dtype) if stop_flag is None else tf.cast(stop_flag, dtype)
         bad = tf.zeros([], dtype) if bad_records is None else tf.cast(bad_records, dtype)
-        return tf.stack([loss, top1, stop, bad])
+        return tf.stack([loss, top1, stop, bad, hard, distilled])
 
     @tf.function
     def train_loop(iterator, num_steps):
-        totals = tf.zeros([4], dtype)
+        totals = tf.zeros([6], dtype)
         steps = tf.constant(0)
         for _ in tf.range(num_steps):
             per_replica = strategy.run(replica_step, args=next(iterator))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
             steps += 1
+            if progress is not None:
+                progress.assign_add(1)
             if totals[2] > 0:
                 break
         # A finite loss can still be followed by an update to inf (weights or BN statistics): check
         # them too, so that a checkpoint is only ever written from finite weights.
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in model.weights
                                if keras.backend.is_float_dtype(w.dtype)])
-        return {"means": totals[:2] / tf.cast(steps, dtype), "finite": finite, "steps": steps,
-                "stopped": totals[2] > 0, "bad_records": tf.cast(totals[3], tf.int64)}
+        means = tf.gather(totals, [0, 1, 4, 5]) / tf.cast(steps, dtype)
+        return {"means": means, "finite": finite, "steps": steps, "stopped": totals[2] > 0,
+                "bad_records": tf.cast(totals[3], tf.int64)}
 
     return train_loop
 
@@ -194,12 +207,18 @@ def _steps_to_next_stop(step: int, steps_per_epoch: int, periods) -> int:
 
 
 def train(cfg: Config, strategy: tf.distribute.Strategy | None = None,
-          datasets: tfrecord.DatasetInfo | None = None, callbacks=()) -> dict:
+          datasets: tfrecord.DatasetInfo | None = None, callbacks=(), on_stall=None) -> dict:
     """Train (or resume) the run `cfg` describes; evaluate; export. Returns the final metrics.
 
     `strategy` and `datasets` replace the ones the config names; `callbacks` are extra Keras
     callbacks, called with logs {loss, top1, lr, img_per_sec} every `log_steps` (or sooner at a
-    checkpoint or epoch end) and with val_top1/val_top5 at each epoch's end.
+    checkpoint or epoch end) and with val_top1/val_top5 at each epoch's end. `on_stall(message)`
+    must end the process when no step completes within `cfg.train.step_timeout` (see
+    `watchdog`); by default it writes the message and exits with `distribute.EXIT_PEER_LOST`.
+
+    Raises:
+      distribute.PeerLost: a multi-worker run lost a worker (see `distribute.peer_lost`).
+      preemption.Preempted: a signal stopped the run after a step, which was checkpointed.
     """
     t = cfg.train
     if t.deterministic:
@@ -208,12 +227,19 @@ def train(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(t.precision)
     try:
-        return _train(cfg, strategy, datasets, list(callbacks))
+        return _train(cfg, strategy, datasets, list(callbacks), on_stall or _exit_stalled)
     finally:
         keras.config.set_dtype_policy(policy)
 
 
-def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
+def _exit_stalled(message: str) -> None:
+    """End the process whose training stalled (its main thread is inside TensorFlow's runtime)."""
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+    os._exit(distribute.EXIT_PEER_LOST)
+
+
+def _train(cfg: Config, strategy, datasets, extra_callbacks, on_stall) -> dict:
     t = cfg.train
 
     # 1. Strategy.
@@ -227,6 +253,8 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
     num_classes = cfg.model.num_classes or info.num_classes
     names = tuple(info.class_names) if len(info.class_names) == num_classes else tuple(map(str, range(num_classes)))
     cfg = config.replace(cfg, model={"num_classes": num_classes, "class_names": names})
+    if t.teacher:
+        distill.check_teacher(t.teacher, cfg.model, info.name)
 
     # 3. The run directory: only for the model it holds (checked before anything is written), and
     # one trainer at a time.
@@ -235,21 +263,33 @@ def _train(cfg: Config, strategy, datasets, extra_callbacks) -> dict:
     with rundir.lock(model_dir) if chief else contextlib.nullcontext(), preemption.SignalFlag() as signals:
         if chief:
             config.save(cfg, model_dir)
-        return _run(cfg, strategy, info, model_dir, chief, signals, extra_callbacks)
+        # Steps completed, counted inside the loop and watched from another thread.
+        watchdog = StepWatchdog(tf.Variable(0, dtype=tf.int64, trainable=False, name="steps_done"),
+                                t.step_timeout, on_stall)
+        try:
+            return _run(cfg, strategy, info, model_dir, chief, signals, extra_callbacks, watchdog)
+        except tf.errors.OpError as error:
+            lost = distribute.peer_lost(error, strategy, model_dir)
+            if lost is None:
+                raise
+            raise lost from None
+        finally:
+            watchdog.close()
 
 
-def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extra_callbacks) -> dict:
+def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extra_callbacks, watchdog) -> dict:
     t = cfg.train
     steps_per_epoch = pipeline.steps_per_epoch(info.counts["train"], t.batch_size)
     total_steps = t.epochs * steps_per_epoch
     freeze_steps = t.freeze_backbone_epochs * steps_per_epoch
     max_bad = pipeline.max_bad_records(cfg.data, info)
 
-    # 4. Model, optimizer and checkpoint under the strategy's scope.
+    # 4. Model, optimizer and checkpoint (and the teacher: read, not trained) under the strategy's scope.
     with strategy.scope():
         model = build_train_model(cfg)
         optimizer = optim.build_optimizer(t, steps_per_epoch, weight_decay=cfg.model.weight_decay)
         optimizer.build(model.trainable_variables)
+        teacher = distill.load_teacher(t.teacher) if t.teacher else None
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step, rng=rng_states(model))
 
@@ -295,18 +335,20 @@ def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extr
             if freeze_steps:
                 set_backbone_trainable(model, not frozen)
             # A new variable list.
-            train_loop = make_train_loop(strategy, model, optimizer, cfg, jit, stop_flag=signals.flag)
+            train_loop = make_train_loop(strategy, model, optimizer, cfg, jit, stop_flag=signals.flag, teacher=teacher,
+                                         progress=watchdog.progress)
         epoch = step // steps_per_epoch
         if step % steps_per_epoch == 0 or step == start_step:
             callbacks.on_epoch_begin(epoch)
             bad_in_epoch = 0
         num_steps = _steps_to_next_stop(step, steps_per_epoch, (t.log_steps, t.checkpoint_steps, freeze_steps))
         started = time.perf_counter()
-        with pipeline.naming_bad_records(info, "train"):
+        with pipeline.naming_bad_records(info, "train"), watchdog.watch(step):
             out = train_loop(iterator, tf.constant(num_steps))
-        loss, top1 = (float(v) for v in out["means"].numpy())
+        loss, top1, hard, distilled = (float(v) for v in out["means"].numpy())
         elapsed = time.perf_counter() - started
         done = int(out["steps"])
+        watchdog.record(elapsed / max(done, 1))
         if not (math.isfinite(loss) and bool(out["finite"])):
             raise Diverged(
                 f"loss is {loss}{'' if out['finite'] else ' and weights are not finite'} in steps {step + 1}-"
@@ -329,6 +371,8 @@ def _run(cfg: Config, strategy, info, model_dir: str, chief: bool, signals, extr
                 "img_per_sec": done * t.batch_size / elapsed}
         if cfg.data.skip_bad_records:
             logs["bad_records"] = bad_total
+        if teacher is not None:  # both terms of the loss
+            logs.update(loss_ce=hard, loss_distill=distilled)
         if bool(out["stopped"]):
             # Preempted: every worker stopped after this same step; save it and leave.
             callbacks.on_train_batch_end((step - 1) % steps_per_epoch, logs)

@@ -21,7 +21,7 @@ from mobilenet_tf import predict
 from mobilenet_tf.data import tfrecord
 from mobilenet_tf.data.digits import materialize
 
-from clis import REPO, cli, env_for, free_port, run
+from clis import REPO, chatter_in, cli, env_for, free_port, run
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -74,6 +74,7 @@ def server(digits_run, cache_dir, tmp_path_factory):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, process.stderr.read()[-3000:]
     assert not os.path.exists(uploads[0])  # no upload outlives the server
+    assert not chatter_in(process.stderr.read())  # a quiet start: no line of TensorFlow's
 
 
 def client(url):

@@ -25,10 +25,12 @@ def _verbose() -> bool:
 
 def load_tensorflow(command: str) -> None:
     """Import TensorFlow and Keras and let TensorFlow find its devices, keeping its start-up chatter
-    (`chatter.filtered`) off the terminal unless `_verbose()`; later C++ INFO lines are off too
-    (TF_CPP_MIN_LOG_LEVEL=2, or 0 with --verbosity=1). Finding the devices initializes no
-    runtime: a multi-worker strategy can still be created afterwards."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if _verbose() else "2")
+    (`chatter.filtered`) off the terminal unless `_verbose()`. TensorFlow's later C++ log lines are
+    off too (TF_CPP_MIN_LOG_LEVEL=3; 0 with --verbosity=1): an error that matters reaches Python as
+    an exception, which the command reports in one line, and the runtime's own lines about it (a
+    lost peer's aborted collectives, say) would only repeat it with op names. Finding the devices
+    initializes no runtime: a multi-worker strategy can still be created afterwards."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if _verbose() else "3")
     with chatter.filtered(f"{command}: TensorFlow"):
         import keras  # noqa: F401
         import tensorflow as tf

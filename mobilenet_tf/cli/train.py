@@ -4,13 +4,16 @@ With no flags: the `digits` preset, on the embedded scikit-learn digits, in runs
 Started again with the same --model_dir it resumes from the newest checkpoint.
 
 The last line states the outcome: the held-out top-1 and top-5 and where the SavedModel went (with
---json, that as JSON). Exit status: 0 done; 1 an error (one line on stderr); 75 preempted (SIGTERM or SIGINT: the step in
-flight finished and was checkpointed; run the same command to resume).
+--json, that as JSON). Exit status: 0 done; 1 an error (one line on stderr); 75 preempted (SIGTERM
+or SIGINT: the step in flight finished and was checkpointed; run the same command to resume); 69 a
+multi-worker run lost a worker (dead, frozen, or stuck: no step for --step_timeout): restart every
+worker with the same command (--exit_code_preempted and --exit_code_peer_lost change the two).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from mobilenet_tf import cli, flags
@@ -36,11 +39,24 @@ def main(argv):
             cli.fail(COMMAND, f"--batch_size={cfg.train.batch_size}: larger than the {info.counts['train']} "
                               f"training images of {cfg.data.dataset}; use a smaller batch")
         cli.show_progress_logs()
+
+        def stalled(message):  # from the watchdog's thread: the main one is inside TensorFlow's runtime
+            sys.stderr.write(f"{COMMAND}: {message}; restart every worker with the same command: they resume from "
+                             f"{distribute.newest_checkpoint(train.model_dir_for(cfg))}\n")
+            sys.stderr.flush()
+            os._exit(flags.FLAGS.exit_code_peer_lost)
+
         try:
-            result = train.train(cfg, strategy=strategy, datasets=info)
+            result = train.train(cfg, strategy=strategy, datasets=info, on_stall=stalled)
         except preemption.Preempted as stop:
             sys.stderr.write(f"{COMMAND}: {stop}\n")
-            sys.exit(preemption.EXIT_PREEMPTED)
+            sys.exit(flags.FLAGS.exit_code_preempted)
+        except distribute.PeerLost as lost:
+            # Out at once: a normal exit would wait in TensorFlow's shutdown for the peer that is gone.
+            sys.stderr.write(f"{COMMAND}: {lost}\n")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(flags.FLAGS.exit_code_peer_lost)
     if distribute.is_chief(strategy):  # the other workers of a multi-worker run have nothing to add
         if flags.FLAGS.json:
             print(json.dumps(result), flush=True)
