@@ -80,36 +80,111 @@ def documented_command(page):
     return " ".join(block.replace("\\\n", " ").split("#")[0].split())
 
 
-def test_kubernetes_manifest_runs_the_documented_command():
-    with open(os.path.join(REPO, "scripts", "kubernetes", "train.yaml")) as f:
-        service, job = yaml.safe_load_all(f)
-    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
-    spec = job["spec"]
-    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
-    pod = spec["template"]["spec"]
-    assert pod["subdomain"] == service["metadata"]["name"]
-    (container,) = pod["containers"]
+def manifest(name):
+    with open(os.path.join(REPO, "scripts", "kubernetes", name)) as f:
+        return yaml.safe_load(f)
+
+
+def project_version():
+    with open(os.path.join(REPO, "pyproject.toml")) as f:
+        return re.search(r'^version = "(.+)"', f.read(), re.M).group(1)
+
+
+def test_kubernetes_jobset_runs_the_documented_command_and_restarts_the_whole_group():
+    jobset = manifest("train.yaml")
+    assert jobset["apiVersion"].startswith("jobset.x-k8s.io/") and jobset["kind"] == "JobSet"
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    job = replicated["template"]["spec"]
+    assert job["completionMode"] == "Indexed" and replicated["replicas"] == 1
+    (container,) = job["template"]["spec"]["containers"]
     assert " ".join(container["command"]) == documented_command("kubernetes.md")
+    assert container["image"] == f"mobilenet-tf:{project_version()}"
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert int(env["MOBILENET_TF_WORKERS"]) == spec["completions"] == spec["parallelism"]
-    assert env["MOBILENET_TF_JOB"] == job["metadata"]["name"]
-    assert env["MOBILENET_TF_SERVICE"] == service["metadata"]["name"]
-    assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
-    # The TF_CONFIG of its pods: every worker at the Service's DNS names.
+    assert int(env["MOBILENET_TF_WORKERS"]) == job["completions"] == job["parallelism"]
+    # The pods' DNS names under the JobSet's headless Service: <jobset>-<job>-<job index>-<pod index>.<jobset>.
+    assert jobset["spec"]["network"]["enableDNSHostnames"]
+    assert env["MOBILENET_TF_JOB"] == f"{jobset['metadata']['name']}-{replicated['name']}-0"
+    assert env["MOBILENET_TF_SERVICE"] == jobset["metadata"]["name"]
     tf_config = distribute.kubernetes_tf_config({**env, "JOB_COMPLETION_INDEX": "1"})
-    assert tf_config["cluster"]["worker"] == ["mobilenet-0.mobilenet-workers:2222", "mobilenet-1.mobilenet-workers:2222"]
-    assert {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [75]}} \
-        in spec["podFailurePolicy"]["rules"]
+    assert tf_config["cluster"]["worker"] == ["mobilenet-workers-0-0.mobilenet:2222",
+                                              "mobilenet-workers-0-1.mobilenet:2222"]
+    # Any failure (75 preempted, 69 a worker lost, a killed pod) fails the Job at once (backoffLimit
+    # 0), and the JobSet restarts every Job: the whole group. Status 1 fails the JobSet for good.
+    assert job["backoffLimit"] == 0 and jobset["spec"]["failurePolicy"]["maxRestarts"] >= 1
+    (fail_job,) = job["podFailurePolicy"]["rules"]
+    assert fail_job == {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In",
+                                                             "values": [1]}}
+    (rule,) = jobset["spec"]["failurePolicy"]["rules"]
+    assert rule["action"] == "FailJobSet" and rule["onJobFailureReasons"] == ["PodFailurePolicy"]
 
 
-def test_slurm_script_requeues_on_preemption():
-    with open(os.path.join(REPO, "scripts", "train_slurm.sbatch")) as f:
-        script = f.read()
-    assert subprocess.run(["bash", "-n", os.path.join(REPO, "scripts", "train_slurm.sbatch")]).returncode == 0
-    directives = re.findall(r"^#SBATCH (\S+)", script, re.M)
+def test_kubeflow_tfjob_maps_our_retryable_statuses_onto_its_own():
+    tfjob = manifest("tfjob.yaml")
+    worker = tfjob["spec"]["tfReplicaSpecs"]["Worker"]
+    assert tfjob["kind"] == "TFJob" and worker["restartPolicy"] == "ExitCode"
+    (container,) = worker["template"]["spec"]["containers"]
+    assert container["image"] == f"mobilenet-tf:{project_version()}"
+    command = container["command"]
+    assert " ".join(command[:5]) == documented_command("kubernetes.md")
+    # 138: the status TFJob's ExitCode policy keeps for user-declared retryable failures.
+    assert command[5:] == ["--exit_code_preempted=138", "--exit_code_peer_lost=138"]
+
+
+def test_the_image_installs_as_readme_does_and_the_launchers_name_it():
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        dockerfile = f.read()
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(REPO, "requirements.txt")) as f:
+        tensorflow = re.search(r"^tensorflow==(\S+)", f.read(), re.M).group(1)
+    assert re.search(rf"^FROM tensorflow/tensorflow:{re.escape(tensorflow)}-gpu$", dockerfile, re.M)
+    (install,) = re.findall(r"^RUN (.*)$", dockerfile, re.M)
+    first_setup_command = re.findall(r"```sh\n(.*?)\n```", readme, re.S)[0]
+    assert first_setup_command == f"{install} && mobilenet-train"
+    tag = f"mobilenet-tf:{project_version()}"
+    assert f"docker build -t {tag} ." in dockerfile
+    for page in ("kubernetes.md", "slurm.md"):
+        with open(os.path.join(REPO, "docs", page)) as f:
+            assert tag in f.read(), page
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """`srun` exiting with $FAKE_SRUN_STATUS and `scontrol` recording its arguments, first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\necho "$@" > "$FAKE_LOG.srun"\nexit "$FAKE_SRUN_STATUS"\n')
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$FAKE_LOG.scontrol"\n')
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("status,restarts,requeued", [
+    (75, 0, True), (69, 2, True), (137, 0, True),  # preempted, a worker lost, a task killed (a node gone)
+    (1, 0, False), (0, 0, False),  # a user error, done
+    (69, 3, False), (75, 5, False),  # the retry limit (3 by default) holds
+])
+def test_slurm_script_requeues_preemption_and_a_lost_worker_up_to_a_limit(fake_slurm, tmp_path, status, restarts,
+                                                                         requeued):
+    script = os.path.join(REPO, "scripts", "train_slurm.sbatch")
+    with open(script) as f:
+        directives = re.findall(r"^#SBATCH (\S+)", f.read(), re.M)
     assert "--requeue" in directives and any(d.startswith("--signal=TERM@") for d in directives)
-    assert "srun --kill-on-bad-exit=1 mobilenet-train --strategy=multi_worker \"$@\"" in script
-    assert re.search(r"status -eq 75 .*\n.*\n\s+scontrol requeue", script)
+    log = tmp_path / "log"
+    env = {**no_cluster_env(), "PATH": f"{fake_slurm}{os.pathsep}{os.environ['PATH']}", "FAKE_LOG": str(log),
+           "FAKE_SRUN_STATUS": str(status), "SLURM_JOB_ID": "4242", "SLURM_RESTART_COUNT": str(restarts)}
+    result = subprocess.run(["bash", script, "--epochs=3"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == status
+    srun = (tmp_path / "log.srun").read_text().split()
+    assert srun == ["--kill-on-bad-exit=1", "--wait=60", "mobilenet-train", "--strategy=multi_worker", "--epochs=3"]
+    scontrol = tmp_path / "log.scontrol"
+    assert scontrol.exists() == requeued
+    if requeued:
+        assert scontrol.read_text().split() == ["requeue", "4242"]
+        assert f"requeueing job 4242 ({restarts + 1} of 3)" in result.stderr
+    elif status in (69, 75):
+        assert "not requeued" in result.stderr
 
 
 def test_multi_worker_without_a_cluster_fails_in_one_line(tmp_path, cache_dir):
