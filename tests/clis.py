@@ -1,6 +1,7 @@
 """Running the commands as users run them: subprocesses, real signals, their stderr read back."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -53,6 +54,12 @@ def run(command, *args, cache_dir=None, timeout=900, env=None):
     if "--verbosity=1" not in args:
         assert not chatter_in(result.stderr), chatter_in(result.stderr)
     return result
+
+
+def runnable_blocks(page):
+    """The ```sh runnable blocks of `page` (a path under the repository), in order."""
+    with open(os.path.join(REPO, page)) as f:
+        return re.findall(r"```sh runnable\n(.*?)```", f.read(), re.S)
 
 
 def train_cmd(model_dir, *flags):

@@ -93,9 +93,11 @@ def test_weight_zero_is_the_run_without_a_teacher(teacher, tmp_path, cache_dir):
 
 @pytest.mark.slow  # three short distilled runs; CI runs it
 def test_distilled_run_resumes_bit_identical_after_sigkill(teacher, tmp_path, cache_dir):
-    """A V2-0.35 student at 48x48 (the teacher's batches resized to its 32x32), with MixUp's soft
-    labels, killed after a checkpoint and started again, ends where the uninterrupted run ends."""
-    flags = ["--alpha=0.35", "--image_size=48", "--epochs=2", "--mixup=0.2", f"--teacher={teacher}",
+    """A V4-Conv-S student with stochastic depth at 40x40 (the teacher's batches resized to its
+    32x32), with MixUp's soft labels, killed after a checkpoint and started again, ends where the
+    uninterrupted run ends: the random state of dropped residual branches is checkpointed too."""
+    flags = ["--model=mobilenet_v4_conv_small", "--stochastic_depth=0.3", "--alpha=0.35", "--image_size=40",
+             "--epochs=2", "--mixup=0.2", f"--teacher={teacher}",
              "--distill_weight=0.7", "--distill_temperature=2", "--deterministic", "--checkpoint_steps=6",
              "--log_steps=4"]
     reference = run("train", *flags, f"--model_dir={tmp_path / 'reference'}", cache_dir=cache_dir)
@@ -108,6 +110,7 @@ def test_distilled_run_resumes_bit_identical_after_sigkill(teacher, tmp_path, ca
     assert "starting at step 54" in finished.stderr
     expected = checkpoint_tensors(str(tmp_path / "reference" / "ckpt-88"))
     actual = checkpoint_tensors(str(resumed / "ckpt-88"))
+    assert any("rng/block_16_drop_path" in key for key in expected)
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
     assert config.load(str(resumed)).train.teacher == str(teacher)

@@ -23,13 +23,9 @@ from steps import one_step_loop
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", [
-    [],  # TINY: V2-0.35 with dropout
-    ["--model=mobilenet_v4_conv_small", "--stochastic_depth=0.3"],  # V4: its drop path's random state too
-], ids=["v2", "v4"])
-def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir, model):
+def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir):
     env = env_for(cache_dir)
-    flags = ["--deterministic", "--checkpoint_steps=6", "--keep_checkpoints=2", *model]
+    flags = ["--deterministic", "--checkpoint_steps=6", "--keep_checkpoints=2"]
     reference = tmp_path / "reference"
     # The uninterrupted run goes through the CPU launcher (the same flags plus its CPU settings).
     cpu_launcher = [os.path.join(REPO, "scripts", "train_cpu.sh"), *TINY, f"--model_dir={reference}", *flags]
@@ -48,8 +44,6 @@ def test_sigkill_and_restart_is_bit_identical(tmp_path, cache_dir, model):
     actual = checkpoint_tensors(str(resumed / "ckpt-88"))
     assert expected.keys() == actual.keys()
     assert any("rng/" in key for key in expected)  # dropout's random state is checkpointed
-    if model:
-        assert any("rng/block_16_drop_path" in key for key in expected)  # and stochastic depth's
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
