@@ -269,8 +269,7 @@ def test_qat_needs_a_starting_point(cache_dir, tmp_path):
 
 
 @pytest.mark.slow  # two more QAT runs; CI runs it
-# V2 only: V3's twin holds no other kind of state (ranges, their step counters, BN statistics).
-@pytest.mark.parametrize("qat_run", ["mobilenet_v2"], indirect=True)
+@EACH_MODEL
 def test_qat_sigkill_and_restart_is_bit_identical(qat_run, cache_dir, tmp_path):
     """Killed after its checkpoint at step 54 and started again, the fixture's QAT run ends with
     every tensor of its checkpoint equal to the uninterrupted run's (the fixture's own)."""
