@@ -1,5 +1,5 @@
-"""Batch-1 CPU inference latency on one thread, MobileNetV2-1.0-224 and V3-Large/Small-1.0-224 (1000
-classes), in every form we export:
+"""Batch-1 CPU inference latency on one thread, the MobileNet family at width 1.0 and 224x224 (1000
+classes; by default V2 and V3-Large/Small, `--models` takes any of V1-V4), in every form we export:
 
 - keras:            the exported (0-255 input) Keras model called through a tf.function;
 - saved_model_jpeg: the SavedModel's `serving_default` on one JPEG's bytes (decode, crop, resize
@@ -10,8 +10,9 @@ classes), in every form we export:
 - tflite_int8_qat:  the full-integer model of the quantization-aware twin (models/quantize.py),
                     converted from its own ranges with no calibration;
 - onnx_ours:        our ONNX export (`mobilenet-export --onnx`, opset 17) on ONNX Runtime (CPU);
-- onnx_keras:       the peer: keras.applications.MobileNetV2 (MobileNetV3Large/Small) exported
-                    by Keras's own `model.export(format="onnx")`, on ONNX Runtime;
+- onnx_keras:       the peer: keras.applications.MobileNet (V2, V3Large/Small) exported by
+                    Keras's own `model.export(format="onnx")`, on ONNX Runtime (V4: none, Keras
+                    has no V4);
 - onnx_*_b32:       both ONNX models on a batch of 32 with ONNX Runtime on all cores (per-image ms).
 
     nice -n 10 python benchmarks/inference.py [--quick] [--models=mobilenet_v2,mobilenet_v3_large,...]
@@ -20,8 +21,8 @@ Weights are random (latency does not depend on them); int8 is calibrated on synt
 the QAT twin's ranges come from a few training-mode passes over them.
 The engines of all models are timed in turns, a block of back-to-back calls each per round, so
 load from other processes falls on all of them alike. Prints a table and, last, one JSON line with
-p50/p90 in ms, both int8 models' speed-up over float32 TFLite, our ONNX against Keras's, and each
-V3's TFLite latency as a multiple of V2's (V2 ms / V3 ms). `--quick` (fewer rounds, fewer
+p50/p90 in ms, both int8 models' speed-up over float32 TFLite, our ONNX against Keras's, each
+other model's TFLite latency as a multiple of V2's (V2 ms / its ms), and params and MACs. `--quick` (fewer rounds, fewer
 calibration images) takes about a minute a model.
 """
 
@@ -45,7 +46,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from mobilenet_tf import config, export, onnx_export, tflite  # noqa: E402
-from mobilenet_tf.models.build import build_from_config, copy_weights  # noqa: E402
+from mobilenet_tf.models.build import build_from_config, copy_weights, count_macs  # noqa: E402
 
 IMAGE_SIZE = (224, 224)
 BLOCK = 10
@@ -64,13 +65,16 @@ def percentiles(seconds) -> dict:
     return {"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3)}
 
 
-PEERS = {"mobilenet_v2": keras.applications.MobileNetV2, "mobilenet_v3_large": keras.applications.MobileNetV3Large,
+PEERS = {"mobilenet_v1": keras.applications.MobileNet, "mobilenet_v2": keras.applications.MobileNetV2,
+         "mobilenet_v3_large": keras.applications.MobileNetV3Large,
          "mobilenet_v3_small": keras.applications.MobileNetV3Small}
-SHORT = {"mobilenet_v2": "v2", "mobilenet_v3_large": "v3_large", "mobilenet_v3_small": "v3_small"}
+SHORT = {"mobilenet_v1": "v1", "mobilenet_v2": "v2", "mobilenet_v3_large": "v3_large", "mobilenet_v3_small": "v3_small",
+         "mobilenet_v4_conv_small": "v4_conv_s", "mobilenet_v4_conv_medium": "v4_conv_m",
+         "mobilenet_v4_conv_large": "v4_conv_l"}
 
 
 def prepare(name: str, tmp: str, rng, calibration: int):
-    """({engine: one call}, {file: MB}) of model `name` at width 1.0, random weights."""
+    """({engine: one call}, {file: MB, params, MACs}) of model `name` at width 1.0, random weights."""
     keras.utils.set_random_seed(0)
     cfg = config.replace(
         config.Config(),
@@ -79,6 +83,7 @@ def prepare(name: str, tmp: str, rng, calibration: int):
         data={"eval_crop_fraction": 0.875},
     )
     model = build_from_config(cfg.model)
+    sizes = {"params": model.count_params(), "macs": count_macs(model)}
     serving = export.serving_model(model, cfg)
     pixels = synthetic_photo(rng, *IMAGE_SIZE).astype(np.float32)[None]
     jpeg = tf.io.encode_jpeg(synthetic_photo(rng, 256, 256), quality=90).numpy()
@@ -95,7 +100,7 @@ def prepare(name: str, tmp: str, rng, calibration: int):
         twin(batch, training=True)
     flatbuffers["int8_qat"] = tflite.convert(export.serving_model(twin, qat_cfg), IMAGE_SIZE, ["int8"],
                                              quantized=True)["int8"]
-    runners, sizes = {}, {}
+    runners = {}
     for mode, flatbuffer in flatbuffers.items():
         path = os.path.join(tmp, f"model_{mode}.tflite")
         with open(path, "wb") as f:
@@ -107,7 +112,7 @@ def prepare(name: str, tmp: str, rng, calibration: int):
         runners[mode] = lambda runner=runner, tensor=tensor: runner.invoke(tensor)
 
     ort = {}
-    for source, model_to_export in (("ours", serving), ("keras", None)):
+    for source, model_to_export in (("ours", serving), ("keras", None))[:2 if name in PEERS else 1]:
         path = os.path.join(tmp, f"{source}.onnx")
         if model_to_export is not None:
             with open(path, "wb") as f:
@@ -127,10 +132,10 @@ def prepare(name: str, tmp: str, rng, calibration: int):
         "tflite_int8": runners["int8"],
         "tflite_int8_qat": runners["int8_qat"],
         "onnx_ours": lambda: ort["ours"][0](pixels),
-        "onnx_keras": lambda: ort["keras"][0](pixels),
         "onnx_ours_b32": lambda: ort["ours"][1](batch32),
-        "onnx_keras_b32": lambda: ort["keras"][1](batch32),
     }
+    if "keras" in ort:
+        engines.update(onnx_keras=lambda: ort["keras"][0](pixels), onnx_keras_b32=lambda: ort["keras"][1](batch32))
     return engines, sizes
 
 
@@ -171,14 +176,16 @@ def main(argv=None) -> dict:
         for (owner, engine), seconds in times.items():
             if owner == name:  # batch 32: per image
                 model[engine] = percentiles([t / 32 for t in seconds] if engine.endswith("_b32") else seconds)
-        model["onnx_ours_vs_keras_export"] = {
-            batch: round(model[f"onnx_keras{batch}"]["p50_ms"] / model[f"onnx_ours{batch}"]["p50_ms"], 2)
-            for batch in ("", "_b32")}
+        if name in PEERS:
+            model["onnx_ours_vs_keras_export"] = {
+                batch: round(model[f"onnx_keras{batch}"]["p50_ms"] / model[f"onnx_ours{batch}"]["p50_ms"], 2)
+                for batch in ("", "_b32")}
         for mode in ("int8", "int8_qat"):
             model[f"{mode}_vs_float32_tflite_speedup"] = {
                 key: round(model["tflite_float32"][key] / model[f"tflite_{mode}"][key], 2) for key in ("p50_ms", "p90_ms")
             }
-        model["mb"] = sizes[name]
+        model["mb"] = dict(sizes[name])
+        model["params"], model["macs"] = model["mb"].pop("params"), model["mb"].pop("macs")
         result[f"{name}_1.00_224"] = model
     if "mobilenet_v2" in names:
         result["vs_v2_tflite_p50"] = {
@@ -190,14 +197,17 @@ def main(argv=None) -> dict:
     engine_names = list(dict.fromkeys(engine for _, engine in engines))
     print(f"{'p50 ms (p90)':<18}" + "".join(f"{SHORT.get(name, name):>18}" for name in names))
     for engine in engine_names:
-        cells = [result[f"{name}_1.00_224"][engine] for name in names]
-        print(f"{engine:<18}" + "".join(f"{cell['p50_ms']:>10.2f} ({cell['p90_ms']:5.2f})" for cell in cells))
+        cells = [result[f"{name}_1.00_224"].get(engine) for name in names]
+        print(f"{engine:<18}" + "".join(f"{cell['p50_ms']:>10.2f} ({cell['p90_ms']:5.2f})" if cell else f"{'-':>18}"
+                                        for cell in cells))
     for name in names:
         model = result[f"{name}_1.00_224"]
-        ratio = model["onnx_ours_vs_keras_export"]
-        print(f"{SHORT.get(name, name)}: int8 {model['int8_vs_float32_tflite_speedup']['p50_ms']:.2f}x and QAT int8 "
-              f"{model['int8_qat_vs_float32_tflite_speedup']['p50_ms']:.2f}x float32 TFLite; our ONNX "
-              f"{ratio['']:.2f}x Keras's own ONNX export at batch 1, {ratio['_b32']:.2f}x at batch 32")
+        ratio = model.get("onnx_ours_vs_keras_export")
+        peer = (f"our ONNX {ratio['']:.2f}x Keras's own ONNX export at batch 1, {ratio['_b32']:.2f}x at batch 32"
+                if ratio else "no Keras model to compare ONNX with")
+        print(f"{SHORT.get(name, name)} ({model['params'] / 1e6:.2f}M params, {model['macs'] / 1e6:.0f}M "
+              f"MACs): int8 {model['int8_vs_float32_tflite_speedup']['p50_ms']:.2f}x and QAT int8 "
+              f"{model['int8_qat_vs_float32_tflite_speedup']['p50_ms']:.2f}x float32 TFLite; {peer}")
     print(json.dumps(result), flush=True)
     return result
 

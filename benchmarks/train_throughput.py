@@ -2,19 +2,19 @@
 
     nice -n 10 python3 benchmarks/train_throughput.py [--quick] [--model=mobilenet_v3_large]
 
-MobileNetV2-1.0 (or `--model`'s V3, at width 1.0) at 224x224 (128x128 with --quick), global batch
-32, on this machine's CPU:
+MobileNetV2-1.0 (or `--model`'s V1, V3 or V4, at width 1.0) at 224x224 (128x128 with --quick),
+global batch 32, on this machine's CPU:
 - ours (float32 and mixed_bfloat16): `mobilenet_tf.train.train` on synthetic ImageNet-sized JPEG
   records (500x375, quality 90) through the full input pipeline (Inception crop on the encoded
   bytes, flip, resize), the model's ImageNet preset with RMSProp and no RandAugment (the peer's
   optimizer, and no augmentation it lacks); images/s of the training loop after its first
   (tracing) interval.
-- peer: `keras.applications.MobileNetV2(weights=None)` (`MobileNetV3Large/Small(weights=None,
-  include_preprocessing=False)`) compiled with defaults (`compile(optimizer="rmsprop",
+- peer: `keras.applications.MobileNetV2(weights=None)` (`MobileNet`, `MobileNetV3Large/Small(weights=
+  None, include_preprocessing=False)`; V4 has none: Keras has no V4) compiled with defaults (`compile(optimizer="rmsprop",
   loss="sparse_categorical_crossentropy")`) and `fit` on in-memory tensors (no input pipeline at
   all); images/s of its epochs after the first.
 
-The last line is JSON with both rates and ours / peer (goal: >= 1.5). `--teacher` also times our
+The last line is JSON with both rates and ours / peer (goal: >= 1.5; V4: ours alone). `--teacher` also times our
 float32 step distilled from a teacher (`--teacher`: V2-1.4 at the same size, random weights: the
 price is its forward pass, whatever it learned) and gives distilled / plain.
 
@@ -52,8 +52,15 @@ from mobilenet_tf import config, paths, train  # noqa: E402
 from mobilenet_tf.data import tfrecord  # noqa: E402
 
 BATCH = 32
-PRESETS = {"mobilenet_v2": config.MOBILENET_V2_IMAGENET, "mobilenet_v3_large": config.MOBILENET_V3_LARGE_IMAGENET,
-           "mobilenet_v3_small": config.MOBILENET_V3_SMALL_IMAGENET}
+PRESETS = {"mobilenet_v1": config.MOBILENET_V1_IMAGENET, "mobilenet_v2": config.MOBILENET_V2_IMAGENET,
+           "mobilenet_v3_large": config.MOBILENET_V3_LARGE_IMAGENET,
+           "mobilenet_v3_small": config.MOBILENET_V3_SMALL_IMAGENET,
+           "mobilenet_v4_conv_small": config.MOBILENET_V4_CONV_SMALL_IMAGENET,
+           "mobilenet_v4_conv_medium": config.MOBILENET_V4_CONV_MEDIUM_IMAGENET}
+# keras.applications' model of each family it has (V4: none).
+PEERS = {"mobilenet_v1": keras.applications.MobileNet, "mobilenet_v2": keras.applications.MobileNetV2,
+         "mobilenet_v3_large": keras.applications.MobileNetV3Large,
+         "mobilenet_v3_small": keras.applications.MobileNetV3Small}
 
 
 def recipe(model: str, size: int) -> config.Config:
@@ -64,11 +71,8 @@ def recipe(model: str, size: int) -> config.Config:
 
 def peer_model(model: str, size: int) -> keras.Model:
     """keras.applications' model of that name, taking [-1, 1] input as ours does."""
-    if model == "mobilenet_v2":
-        return keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
-    application = {"mobilenet_v3_large": keras.applications.MobileNetV3Large,
-                   "mobilenet_v3_small": keras.applications.MobileNetV3Small}[model]
-    return application(weights=None, input_shape=(size, size, 3), classes=1000, include_preprocessing=False)
+    extra = {"include_preprocessing": False} if model.startswith("mobilenet_v3") else {}
+    return PEERS[model](weights=None, input_shape=(size, size, 3), classes=1000, **extra)
 
 
 class Rates(keras.callbacks.Callback):
@@ -207,6 +211,8 @@ def main():
     parser.add_argument("--model", choices=sorted(PRESETS), default="mobilenet_v2", help="architecture (width 1.0)")
     parser.add_argument("--teacher", action="store_true", help="also time the float32 step distilled from V2-1.4")
     args = parser.parse_args()
+    if args.profile and args.model not in PEERS:
+        parser.error(f"--profile compares with keras.applications, which has no {args.model}")
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 1, 2, 128) if args.quick else (60, 10, 4, 224)
     if args.profile:
@@ -219,15 +225,16 @@ def main():
             "model": f"{args.model} 1.0 {size}", "global_batch": BATCH,
             "ours_float32_img_s": round(ours(info, root, "float32", steps, interval, size, args.model), 1),
             "ours_mixed_bfloat16_img_s": round(ours(info, root, "mixed_bfloat16", steps, interval, size, args.model), 1),
-            "keras_fit_img_s": round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1),
         }
+        if args.model in PEERS:
+            result["keras_fit_img_s"] = round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1)
         if args.teacher:
             result["ours_float32_distilled_img_s"] = round(ours(info, root, "float32", steps, interval, size, args.model,
                                                                 teacher_run(root, info, size)), 1)
             result["distilled_vs_plain"] = round(result["ours_float32_distilled_img_s"] / result["ours_float32_img_s"], 2)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    for precision in ("float32", "mixed_bfloat16"):
+    for precision in ("float32", "mixed_bfloat16") if "keras_fit_img_s" in result else ():
         result[f"ratio_{precision}_vs_keras_fit"] = round(result[f"ours_{precision}_img_s"] / result["keras_fit_img_s"], 2)
     print(json.dumps(result))
 
