@@ -17,11 +17,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from mobilenet_tf import predict
+from mobilenet_tf import config, predict
 from mobilenet_tf.data import tfrecord
 from mobilenet_tf.data.digits import materialize
 
 from clis import REPO, chatter_in, cli, env_for, free_port, run
+from conftest import copy_of
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,12 +30,9 @@ SCREENSHOT = os.path.join(REPO, "docs", "images", "demo.png")
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory, cache_dir):
-    """A V2-0.35 digits run good enough to get most held-out digits right, with its report."""
-    model_dir = tmp_path_factory.mktemp("demo") / "run"
-    trained = run("train", "--alpha=0.35", "--epochs=8", "--log_steps=0", f"--model_dir={model_dir}",
-                  cache_dir=cache_dir)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+def demo_run(tmp_path_factory, cache_dir, digits_run):
+    """The shared trained run (it gets most held-out digits right), with its report."""
+    model_dir = copy_of(digits_run[0], tmp_path_factory)
     scored = run("eval", f"--model_dir={model_dir}", f"--report_dir={model_dir / 'report'}", cache_dir=cache_dir)
     assert scored.returncode == 0, scored.stderr[-3000:]
     return model_dir, scored
@@ -48,20 +46,20 @@ def held_out(cache_dir):
 
 
 @pytest.fixture(scope="module")
-def answers(digits_run, cache_dir):
+def answers(demo_run, cache_dir):
     """The export's own top class for each held-out digit (what the page must show)."""
-    classifier = predict.load(str(digits_run[0] / "export"))
+    classifier = predict.load(str(demo_run[0] / "export"))
     files = held_out(cache_dir)
     probabilities = classifier.predict([open(path, "rb").read() for path, _ in files])
     return {path: (label, classifier.class_names[int(np.argmax(p))]) for (path, label), p in zip(files, probabilities)}
 
 
 @pytest.fixture(scope="module")
-def server(digits_run, cache_dir, tmp_path_factory):
+def server(demo_run, cache_dir, tmp_path_factory):
     """`mobilenet-demo` on a free port, stopped with SIGTERM at the end (its uploads then gone)."""
     port, tmp = free_port(), tmp_path_factory.mktemp("demo_tmp")
     env = env_for(cache_dir, TMPDIR=str(tmp))
-    process = subprocess.Popen(cli("demo", f"--model={digits_run[0] / 'export'}", f"--port={port}",
+    process = subprocess.Popen(cli("demo", f"--model={demo_run[0] / 'export'}", f"--port={port}",
                                    "--max_upload_mb=1"),
                                env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
@@ -170,8 +168,8 @@ def test_bad_uploads_get_a_reason_and_the_server_goes_on(server, answers, tmp_pa
     assert top_class(c.predict(handle_file(good), api_name="/predict"))[0] == answers[good][1]
 
 
-def test_report_counts_are_the_models_predictions(digits_run, cache_dir):
-    model_dir, scored = digits_run
+def test_report_counts_are_the_models_predictions(demo_run, cache_dir):
+    model_dir, scored = demo_run
     report = model_dir / "report"
     classifier = predict.load(str(model_dir))
     info = tfrecord.read_info(materialize(str(cache_dir)))
@@ -200,4 +198,4 @@ def test_report_counts_are_the_models_predictions(digits_run, cache_dir):
     # TensorBoard got the confusion matrix as an image at each epoch's end.
     tags = [v.tag for path in glob.glob(str(model_dir / "logs" / "validation" / "events.*"))
             for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value]
-    assert tags.count("confusion_matrix") == 8
+    assert tags.count("confusion_matrix") == config.load(str(model_dir)).train.epochs

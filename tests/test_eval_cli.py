@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-# A short digits recipe that trains in about a minute on 2 cores and reaches ~0.95 held-out top-1:
-# enough for quantization to show (an undertrained model's int8 flips many more answers).
-EPOCHS, ALPHA = 20, 0.35
 import clis
+from conftest import copy_of
 
 
 def metrics_of(result):
@@ -21,23 +19,17 @@ def metrics_of(result):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, cache_dir):
-    """The trained run (export/1 written by training), with float32 and int8 TFLite models."""
-    from mobilenet_tf import config, tflite, train
+def run(tmp_path_factory, digits_run):
+    """The shared trained run (export/1 written by training), with float32 and int8 TFLite models."""
+    from mobilenet_tf import tflite
     from mobilenet_tf.checkpoint import restore_model
     from mobilenet_tf.data import sources
 
-    model_dir = tmp_path_factory.mktemp("run")
-    cfg = config.replace(
-        config.DIGITS, model={"alpha": ALPHA},
-        train={"epochs": EPOCHS, "model_dir": str(model_dir), "log_steps": 0},
-        data={"cache_dir": str(cache_dir)},
-    )
-    metrics = train.train(cfg)
+    model_dir = copy_of(digits_run[0], tmp_path_factory)
     model, cfg = restore_model(str(model_dir))
     representative = tflite.representative_pixels(sources.resolve(cfg.data), cfg, 200)
     tflite.write_models(model, cfg, str(model_dir / "export"), ["float32", "int8"], representative)
-    return model_dir, metrics
+    return model_dir, digits_run[1]
 
 
 @pytest.fixture(scope="module")

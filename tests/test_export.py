@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import clis
+from clis import REPO, one_error_line
 from images import encode_bmp, encode_gif
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
@@ -30,8 +33,6 @@ def run(tmp_path_factory, cache_dir):
     )
     train.train(cfg)
     return model_dir
-import clis
-from clis import REPO, one_error_line
 
 
 @pytest.fixture(scope="module")

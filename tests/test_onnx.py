@@ -13,16 +13,14 @@ from mobilenet_tf import onnx_export
 from mobilenet_tf.data.digits import materialize
 
 from clis import env_for, one_error_line, run
+from conftest import copy_of
 from images import held_out_pixels
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, cache_dir):
-    """One short epoch of V2-0.35 on the digits, exported with --onnx (NHWC) and --onnx_nchw."""
-    model_dir = tmp_path_factory.mktemp("run")
-    trained = run("train", "--alpha=0.35", "--epochs=1", "--log_steps=0", f"--model_dir={model_dir}",
-                  cache_dir=cache_dir)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+def exported(tmp_path_factory, cache_dir, digits_run):
+    """The shared trained run, exported with --onnx (NHWC) and --onnx_nchw."""
+    model_dir = copy_of(digits_run[0], tmp_path_factory)
     result = run("export", f"--model_dir={model_dir}", "--onnx", cache_dir=cache_dir)
     assert result.returncode == 0 and "ONNX " in result.stdout, result.stderr[-3000:]
     nchw = run("export", f"--model_dir={model_dir}", "--onnx", "--onnx_nchw", f"--export_dir={model_dir / 'nchw'}",

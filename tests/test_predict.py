@@ -9,32 +9,30 @@ import pytest
 import tensorflow as tf
 
 from mobilenet_tf import paths
+from mobilenet_tf.data.digits import materialize
 
+import clis
+from conftest import copy_of
 from images import encode_bmp
 
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, cache_dir):
-    """Three epochs of V2-0.35 on the digits (export/1 written by training), and a float32 .tflite."""
-    from mobilenet_tf import config, tflite, train
+def run(tmp_path_factory, digits_run):
+    """The shared trained run (export/1 written by training), and a float32 .tflite."""
+    from mobilenet_tf import tflite
     from mobilenet_tf.checkpoint import restore_model
 
-    model_dir = tmp_path_factory.mktemp("run")
-    cfg = config.replace(
-        config.DIGITS, model={"alpha": 0.35}, train={"epochs": 3, "model_dir": str(model_dir), "log_steps": 0},
-        data={"cache_dir": str(cache_dir)},
-    )
-    train.train(cfg)
+    model_dir = copy_of(digits_run[0], tmp_path_factory)
     model, cfg = restore_model(str(model_dir))
     tflite.write_models(model, cfg, str(model_dir / "export"), ["float32"])
     return model_dir
-import clis
 
 
 @pytest.fixture(scope="module")
 def files(run, cache_dir, tmp_path_factory):
     """Three held-out digits (PNG, JPEG, BMP) and two files that fail: text, and a missing file."""
     folder = tmp_path_factory.mktemp("files")
-    val = os.path.join(cache_dir, "digits", "val")
+    val = os.path.join(materialize(str(cache_dir)), "val")
     pngs = {}
     for label in ("3", "7", "0"):
         with open(os.path.join(val, label, sorted(os.listdir(os.path.join(val, label)))[0]), "rb") as f:
