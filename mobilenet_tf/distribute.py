@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 
 import tensorflow as tf
 
@@ -28,6 +29,17 @@ class StrategyError(UserError, ValueError):
 class PeerLost(Exception):
     """A multi-worker run lost a worker; the message names it and the checkpoint a restart of every
     worker resumes from."""
+
+
+def exit_now(message: str, status: int = EXIT_PEER_LOST) -> None:
+    """Write `message` as one line on stderr and end the process with `status` at once.
+
+    For a worker whose peer is gone, or whose main thread is stuck inside TensorFlow's runtime: a
+    normal exit would wait in TensorFlow's shutdown for the peer that no longer answers."""
+    sys.stdout.flush()
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+    os._exit(status)
 
 
 # What TensorFlow's coordination service and collective ops report when a peer dies, freezes or

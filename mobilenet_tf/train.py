@@ -227,16 +227,9 @@ def train(cfg: Config, strategy: tf.distribute.Strategy | None = None,
     policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(t.precision)
     try:
-        return _train(cfg, strategy, datasets, list(callbacks), on_stall or _exit_stalled)
+        return _train(cfg, strategy, datasets, list(callbacks), on_stall or distribute.exit_now)
     finally:
         keras.config.set_dtype_policy(policy)
-
-
-def _exit_stalled(message: str) -> None:
-    """End the process whose training stalled (its main thread is inside TensorFlow's runtime)."""
-    sys.stderr.write(f"{message}\n")
-    sys.stderr.flush()
-    os._exit(distribute.EXIT_PEER_LOST)
 
 
 def _train(cfg: Config, strategy, datasets, extra_callbacks, on_stall) -> dict:

@@ -13,7 +13,6 @@ worker with the same command (--exit_code_preempted and --exit_code_peer_lost ch
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from mobilenet_tf import cli, flags
@@ -41,10 +40,9 @@ def main(argv):
         cli.show_progress_logs()
 
         def stalled(message):  # from the watchdog's thread: the main one is inside TensorFlow's runtime
-            sys.stderr.write(f"{COMMAND}: {message}; restart every worker with the same command: they resume from "
-                             f"{distribute.newest_checkpoint(train.model_dir_for(cfg))}\n")
-            sys.stderr.flush()
-            os._exit(flags.FLAGS.exit_code_peer_lost)
+            distribute.exit_now(f"{COMMAND}: {message}; restart every worker with the same command: they resume "
+                                f"from {distribute.newest_checkpoint(train.model_dir_for(cfg))}",
+                                flags.FLAGS.exit_code_peer_lost)
 
         try:
             result = train.train(cfg, strategy=strategy, datasets=info, on_stall=stalled)
@@ -52,11 +50,7 @@ def main(argv):
             sys.stderr.write(f"{COMMAND}: {stop}\n")
             sys.exit(flags.FLAGS.exit_code_preempted)
         except distribute.PeerLost as lost:
-            # Out at once: a normal exit would wait in TensorFlow's shutdown for the peer that is gone.
-            sys.stderr.write(f"{COMMAND}: {lost}\n")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(flags.FLAGS.exit_code_peer_lost)
+            distribute.exit_now(f"{COMMAND}: {lost}", flags.FLAGS.exit_code_peer_lost)
     if distribute.is_chief(strategy):  # the other workers of a multi-worker run have nothing to add
         if flags.FLAGS.json:
             print(json.dumps(result), flush=True)
