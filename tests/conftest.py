@@ -1,8 +1,38 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and what lets the suite run on two processes
+(`pytest -n 2 --dist loadfile`, pytest-xdist): a module's tests stay in one process with their
+module fixtures; the shared digits run is trained once for all processes; a test marked `alone`
+(it asserts seconds, or runs two processes of its own) has the machine to itself."""
 
+import contextlib
+import fcntl
+import json
+import os
 import shutil
 
 import pytest
+
+@contextlib.contextmanager
+def locked(path, mode):
+    """Hold the advisory lock `mode` (fcntl.LOCK_SH or LOCK_EX) on the file `path` for the block."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under pytest-xdist, every test holds a shared lock for its setup, call and teardown (module
+    fixtures included), and an `alone` test an exclusive one: it waits for the test in flight in the
+    other process, which starts its next test only when it is done."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return (yield)
+    # A worker's basetemp is a folder of the run's own (pytest-xdist's popen-gwN).
+    path = os.path.join(os.path.dirname(item.config.option.basetemp), "alone.lock")
+    with locked(path, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH):
+        return (yield)
 
 
 @pytest.fixture(scope="module")
@@ -15,17 +45,24 @@ def cache_dir(tmp_path_factory):
 def digits_run(tmp_path_factory):
     """(model_dir, training's metrics) of one V2-0.35 digits run of 20 epochs (about 0.95 held-out
     top-1: enough for int8 and the demo's answers to mean something; training wrote export/1),
-    trained once for the modules that need a trained run. Take a `copy_of` it before writing there."""
-    import keras
+    trained once for the modules that need a trained run, by whichever pytest-xdist process asks
+    first (the others wait for it). Take a `copy_of` it before writing there."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "digits_run"
+    root.mkdir(exist_ok=True)
+    done = root / "metrics.json"
+    with locked(root / "lock", fcntl.LOCK_EX):
+        if not done.exists():
+            import keras
 
-    from mobilenet_tf import config, train
+            from mobilenet_tf import config, train
 
-    root = tmp_path_factory.mktemp("digits_run")
-    cfg = config.replace(config.DIGITS, model={"alpha": 0.35}, data={"cache_dir": str(root / "cache")},
-                         train={"epochs": 20, "model_dir": str(root / "run"), "log_steps": 0})
-    metrics = train.train(cfg)
-    keras.backend.clear_session()
-    return root / "run", metrics
+            cfg = config.replace(config.DIGITS, model={"alpha": 0.35}, data={"cache_dir": str(root / "cache")},
+                                 train={"epochs": 20, "model_dir": str(root / "run"), "log_steps": 0})
+            metrics = train.train(cfg)
+            keras.backend.clear_session()
+            done.write_text(json.dumps(metrics))
+    return root / "run", json.loads(done.read_text())
 
 
 def copy_of(run_dir, tmp_path_factory):

@@ -210,6 +210,7 @@ def free_port_pair():
     raise RuntimeError("no two consecutive free ports")
 
 
+@pytest.mark.alone  # two workers of its own
 @pytest.mark.slow  # two workers, preempted and requeued: ~3 minutes on 2 cores; CI runs it
 def test_two_slurm_tasks_train_together_and_resume_after_preemption(tmp_path, cache_dir):
     model_dir = tmp_path / "run"

@@ -39,6 +39,7 @@ def assert_same_weights(a, b):
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
 
+@pytest.mark.alone  # seconds from the signal to the exit asserted
 @pytest.mark.slow  # four training runs, ~2 minutes; CI runs it
 def test_sigterm_then_restart_and_a_truncated_newest_checkpoint(tmp_path, cache_dir):
     env = env_for(cache_dir)
@@ -107,6 +108,7 @@ def test_a_garbled_newest_checkpoint_is_set_aside(tmp_path):
     assert checkpoint.checkpoints(str(tmp_path))[-1].endswith("ckpt-1")
 
 
+@pytest.mark.alone  # seconds to the refusal asserted
 @pytest.mark.slow  # three trainers, ~30 s; CI runs it
 def test_second_trainer_refused_and_a_killed_trainers_lock_does_not_block(tmp_path, cache_dir):
     env = env_for(cache_dir)

@@ -58,6 +58,7 @@ def test_a_half_written_checkpoint_is_never_the_newest(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-10")
 
 
+@pytest.mark.alone  # two workers of its own
 @pytest.mark.slow  # two worker processes, a minute on 2 cores; CI runs it
 def test_multi_worker_mirrored_two_workers(tmp_path, cache_dir):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
