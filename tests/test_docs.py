@@ -14,7 +14,7 @@ from mobilenet_tf.data.digits import materialize
 from clis import REPO, env_for, runnable_blocks
 
 # Blocks another test runs as written, asserting their numbers too: not run twice.
-RUN_ELSEWHERE = {"docs/quantization.md": "test_qat.py::test_digits_recipe_qat_int8_matches_float"}
+RUN_ELSEWHERE = {"docs/quantization.md": "test_qat_recipe.py::test_digits_recipe_qat_int8_matches_float"}
 PAGES = ["README.md", "docs/training.md", "docs/data.md", "docs/quantization.md", "docs/serving.md",
          "docs/performance.md", "docs/architecture.md", "docs/slurm.md", "docs/kubernetes.md"]
 # A demo command serves until stopped: run it in the background, wait for its page, stop it.

@@ -39,7 +39,6 @@ def assert_same_weights(a, b):
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
 
-@pytest.mark.alone  # seconds from the signal to the exit asserted
 @pytest.mark.slow  # four training runs, ~2 minutes; CI runs it
 def test_sigterm_then_restart_and_a_truncated_newest_checkpoint(tmp_path, cache_dir):
     env = env_for(cache_dir)
@@ -108,7 +107,6 @@ def test_a_garbled_newest_checkpoint_is_set_aside(tmp_path):
     assert checkpoint.checkpoints(str(tmp_path))[-1].endswith("ckpt-1")
 
 
-@pytest.mark.alone  # seconds to the refusal asserted
 @pytest.mark.slow  # three trainers, ~30 s; CI runs it
 def test_second_trainer_refused_and_a_killed_trainers_lock_does_not_block(tmp_path, cache_dir):
     env = env_for(cache_dir)
@@ -303,15 +301,6 @@ def test_offline_pretrained_weights_fail_in_one_line(tmp_path, cache_dir):
           "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224.h5"
     assert f"cannot download {url}" in line, line
     assert "--pretrained=PATH/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224.h5" in line
-
-
-@pytest.mark.slow  # TFDS retries its downloads for ~3 minutes before giving up
-def test_offline_tfds_download_fails_in_one_line(tmp_path, cache_dir):
-    env = env_for(cache_dir, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="")
-    result = run("train", "--dataset=tfds:mnist", f"--tfds_data_dir={tmp_path / 'tfds'}",
-                 f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, env=env)
-    line = one_error_line(result, "train")
-    assert "cannot prepare mnist" in line and "--tfds_data_dir=DIR" in line, line
 
 
 def test_empty_class_folder_is_warned(tmp_path, cache_dir):

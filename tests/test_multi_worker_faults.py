@@ -100,7 +100,6 @@ def test_lost_workers_stop_the_group_in_one_line_and_a_restart_resumes_bit_ident
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
 
-@pytest.mark.alone  # two workers of its own; seconds to the stop asserted
 @pytest.mark.slow  # two workers for ~1 minute; CI runs it
 def test_a_stuck_input_stops_every_worker_after_the_step_timeout(tmp_path, cache_dir):
     """Worker 1's second shard is a FIFO nobody writes: its input blocks, its heartbeats go on, and

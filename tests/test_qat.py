@@ -4,21 +4,19 @@ ranges training learned, and agreeing with the SavedModel that serves the twin."
 
 import json
 import os
-import re
 import signal
-import subprocess
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mobilenet_tf import config, export, tflite
+from mobilenet_tf import export, tflite
 from mobilenet_tf.checkpoint import restore_model
 from mobilenet_tf.models import MODEL_NAMES, quantize
 from mobilenet_tf.models.build import build_model, copy_weights
 
-from clis import chatter_in, checkpoint_tensors, cli, env_for, one_error_line, run, run_until, runnable_blocks
+from clis import checkpoint_tensors, cli, env_for, one_error_line, run, run_until
 from images import held_out_pixels
 
 SHORT = ["--alpha=0.35", "--log_steps=0"]
@@ -287,30 +285,3 @@ def test_qat_sigkill_and_restart_is_bit_identical(qat_run, cache_dir, tmp_path):
     assert any("/min/" in key for key in expected) and any("/step/" in key for key in expected)
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
-
-
-@pytest.mark.slow  # the default digits run (~2 min), its QAT fine-tune and export; CI runs it
-def test_digits_recipe_qat_int8_matches_float(tmp_path, cache_dir):
-    """docs/quantization.md's block as written (test_docs leaves it to this test): README's main job
-    (`mobilenet-train`, no flags: >= 0.95 held-out top-1, a quiet start) -> --qat --epochs=3 ->
-    --tflite=int8 -> eval of the int8 model, which must score as the float."""
-    block, = runnable_blocks("docs/quantization.md")
-    result = subprocess.run(["bash", "-c", f"set -e -o pipefail\n{block}"], cwd=tmp_path, env=env_for(cache_dir),
-                            capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"{block}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
-    assert not chatter_in(result.stderr), chatter_in(result.stderr)
-    float_dir, qat_dir = tmp_path / "runs" / "mobilenet_v2_digits", tmp_path / "runs" / "mobilenet_v2_digits_qat"
-    assert float(re.search(r"held-out top-1 ([0-9.]+)", result.stdout).group(1)) >= 0.95
-    assert os.path.isfile(float_dir / "export" / "1" / "saved_model.pb")
-    scores = {"int8": json.loads(result.stdout.splitlines()[-1])["top1"],
-              "float": json.loads(run("eval", f"--model_dir={float_dir}", cache_dir=cache_dir).stdout.splitlines()[-1])["top1"]}
-    assert scores["int8"] >= scores["float"] - 0.005, scores
-
-    model, cfg = restore_model(str(qat_dir))
-    pixels, _ = held_out_pixels(cache_dir, cfg.model.image_size)
-    pixels = np.floor(pixels + 0.5)
-    served = tf.saved_model.load(str(qat_dir / "export" / "2")).signatures["serving_pixels"]
-    probabilities = served(pixels=tf.constant(pixels))["probabilities"].numpy()
-    int8 = tflite.LiteRTModel(str(qat_dir / "export" / "tflite" / "model_int8.tflite"))(pixels)
-    assert np.mean(np.argmax(int8, 1) == np.argmax(probabilities, 1)) >= 0.99
-    assert config.load(str(qat_dir)).model.qat

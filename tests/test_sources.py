@@ -15,7 +15,7 @@ from mobilenet_tf.data import pipeline, sources, tfrecord
 
 IMAGE_SIZE = (32, 32)
 TFDS_NAME = "mobilenet_tf_test_shapes"
-from clis import run
+from clis import env_for, one_error_line, run
 
 
 def labels_of(info, split="validation", data=None):
@@ -216,3 +216,12 @@ def test_train_cli_on_tfds_and_folder(tfds_dir, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         "mobilenet-train: error: --dataset=tfds:no_such_set_xyz: no TFDS data set no_such_set_xyz")
+
+
+@pytest.mark.slow  # TFDS retries its downloads for ~3 minutes before giving up
+def test_offline_tfds_download_fails_in_one_line(tmp_path, cache_dir):
+    env = env_for(cache_dir, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="")
+    result = run("train", "--dataset=tfds:mnist", f"--tfds_data_dir={tmp_path / 'tfds'}",
+                 f"--model_dir={tmp_path / 'run'}", cache_dir=cache_dir, env=env)
+    line = one_error_line(result, "train")
+    assert "cannot prepare mnist" in line and "--tfds_data_dir=DIR" in line, line
