@@ -7,9 +7,17 @@ import contextlib
 import fcntl
 import json
 import os
+import pathlib
 import shutil
 
 import pytest
+
+
+def shared_dir(basetemp):
+    """The folder every process of this pytest run sees: `basetemp` itself, or under pytest-xdist
+    (a worker's basetemp is the run's popen-gwN) its parent."""
+    return basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+
 
 @contextlib.contextmanager
 def locked(path, mode):
@@ -41,8 +49,7 @@ def pytest_runtest_protocol(item, nextitem):
     other process, which starts its next test only when it is done."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return (yield)
-    # A worker's basetemp is a folder of the run's own (pytest-xdist's popen-gwN).
-    path = os.path.join(os.path.dirname(item.config.option.basetemp), "alone.lock")
+    path = shared_dir(pathlib.Path(item.config.option.basetemp)) / "alone.lock"
     with locked(path, fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH):
         return (yield)
 
@@ -59,8 +66,7 @@ def digits_run(tmp_path_factory):
     top-1: enough for int8 and the demo's answers to mean something; training wrote export/1),
     trained once for the modules that need a trained run, by whichever pytest-xdist process asks
     first (the others wait for it). Take a `copy_of` it before writing there."""
-    base = tmp_path_factory.getbasetemp()
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "digits_run"
+    root = shared_dir(tmp_path_factory.getbasetemp()) / "digits_run"
     root.mkdir(exist_ok=True)
     done = root / "metrics.json"
     with locked(root / "lock", fcntl.LOCK_EX):

@@ -1,4 +1,5 @@
-"""Data sources: classic 1-based records, --label_offset, folder:DIR, tfds:NAME[:VERSION] (built here, no download)."""
+"""Data sources: classic 1-based records, --label_offset, folder:DIR, tfds:NAME[:VERSION] (built here, and a
+download with no network refused in one line)."""
 
 import os
 import re
