@@ -150,11 +150,14 @@ class LiteRTModel:
     Quantized inputs and outputs are (de)quantized with the tensors' own scale and zero point.
     """
 
-    def __init__(self, path: str, num_threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(self, path: str, num_threads: int | None = None, delegate: bool = True):
+        """`delegate=False` runs LiteRT's built-in kernels alone, without its XNNPACK delegate."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         with chatter.filtered("LiteRT"):  # its "Created TensorFlow Lite XNNPACK delegate" line
-            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads,
+                                           experimental_op_resolver_type=resolver)
             self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
