@@ -65,6 +65,25 @@ def percentiles(seconds) -> dict:
     return {"p50_ms": round(float(p50), 3), "p90_ms": round(float(p90), 3)}
 
 
+def timed_in_turns(engines: dict, rounds: int, block: int, warmup: int = 1) -> dict:
+    """Seconds of each timed call of each engine (a no-argument callable): `warmup` untimed calls
+    each, then `rounds` rounds in which every engine in turn makes `block` + 1 back-to-back calls,
+    the first untimed (it finds the caches full of the other engines' weights), so that whatever
+    load the machine carries falls on all engines alike."""
+    times = {key: [] for key in engines}
+    for run in engines.values():
+        for _ in range(warmup):
+            run()
+    for _ in range(rounds):
+        for key, run in engines.items():
+            for i in range(block + 1):
+                start = time.perf_counter()
+                run()
+                if i:
+                    times[key].append(time.perf_counter() - start)
+    return times
+
+
 PEERS = {"mobilenet_v1": keras.applications.MobileNet, "mobilenet_v2": keras.applications.MobileNetV2,
          "mobilenet_v3_large": keras.applications.MobileNetV3Large,
          "mobilenet_v3_small": keras.applications.MobileNetV3Small}
@@ -156,19 +175,7 @@ def main(argv=None) -> dict:
             prepared_engines, sizes[name] = prepare(name, tmp, rng, calibration)
             engines.update({(name, engine): run for engine, run in prepared_engines.items()})
         prepared = time.perf_counter() - started
-        times = {key: [] for key in engines}
-        for run in engines.values():
-            for _ in range(warmup):
-                run()
-        # Rounds of BLOCK back-to-back calls per engine (the first of each untimed: it finds the
-        # caches full of the other engines' weights), every engine of every model in turn.
-        for _ in range(rounds // BLOCK):
-            for key, run in engines.items():
-                for i in range(BLOCK + 1):
-                    start = time.perf_counter()
-                    run()
-                    if i:
-                        times[key].append(time.perf_counter() - start)
+        times = timed_in_turns(engines, rounds // BLOCK, BLOCK, warmup)
 
     result = {"batch": 1, "threads": 1, "calls": rounds - rounds % BLOCK}
     for name in names:

@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,6 +36,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mobilenet_tf import config, export, tflite  # noqa: E402
 from mobilenet_tf.models.build import build_from_config  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from inference import timed_in_turns  # noqa: E402
 
 
 def block_network(block: str) -> keras.Model:
@@ -93,17 +95,7 @@ def main(argv=None) -> dict:
                     tensor = runner.quantize(np.zeros((1, *size, 3), np.float32))
                     engines[(case, mode, "xnnpack" if delegate else "builtin")] = (
                         lambda runner=runner, tensor=tensor: runner.invoke(tensor))
-        times = {key: [] for key in engines}
-        for run in engines.values():
-            run()
-        # Every engine in turn, a block of back-to-back calls each, so load falls on all alike.
-        for _ in range(rounds):
-            for key, run in engines.items():
-                run()
-                for _ in range(block_calls):
-                    start = time.perf_counter()
-                    run()
-                    times[key].append(time.perf_counter() - start)
+        times = timed_in_turns(engines, rounds, block_calls)
     p50 = {key: float(np.median(seconds) * 1000) for key, seconds in times.items()}
     result = {"batch": 1, "threads": 1}
     print(f"{'p50 ms':<24}{'float32':>10}{'int8':>10}{'int8 speed-up':>15}   engine")
