@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from mobilenet_tf.errors import UserError
 
@@ -67,10 +68,16 @@ def check_teacher(run_dir: str, student, dataset: str) -> None:
 
 def load_teacher(run_dir: str) -> keras.Model:
     """The teacher: the run's model with its newest readable checkpoint (its moving-average weights
-    when it kept them), read-only (an unreadable newer checkpoint is skipped, not set aside)."""
+    when it kept them), read-only (an unreadable newer checkpoint is skipped, not set aside). A
+    teacher trained with label smoothing is taken with a warning: smoothing gives every wrong class
+    the same small share, and those shares are what distillation transfers (docs/training.md)."""
     from mobilenet_tf.checkpoint import restore_model
 
-    model, _ = restore_model(run_dir, set_aside=False)
+    model, saved = restore_model(run_dir, set_aside=False)
+    if saved.train.label_smoothing:
+        logging.warning("--teacher=%s was trained with label smoothing %g, which erases most of what it would "
+                        "teach: a teacher trained with --label_smoothing=0 teaches better (docs/training.md)",
+                        run_dir, saved.train.label_smoothing)
     model.trainable = False
     return model
 

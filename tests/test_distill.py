@@ -102,6 +102,8 @@ def test_distilled_run_resumes_bit_identical_after_sigkill(teacher, tmp_path, ca
              "--log_steps=4"]
     reference = run("train", *flags, f"--model_dir={tmp_path / 'reference'}", cache_dir=cache_dir)
     assert reference.returncode == 0, reference.stderr[-3000:]
+    # The fixture's teacher is the digits recipe's, label smoothing 0.1: said once, before training.
+    assert reference.stderr.count(f"--teacher={teacher} was trained with label smoothing 0.1,") == 1
     resumed = tmp_path / "resumed"
     code, _ = run_until(cli("train", *flags, f"--model_dir={resumed}"), env_for(cache_dir), "step 56/88")
     assert code == -signal.SIGKILL
