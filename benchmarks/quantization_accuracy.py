@@ -4,7 +4,7 @@
 
 On scikit-learn's digits (1437 training, 360 held-out images), at 32x32, for each case and seed:
 a float run of the `digits` recipe with the case's model, width and epochs; its quantization-aware
-fine-tune (`--qat`: 3 more epochs at a tenth of the rate); then TFLite int8 models evaluated by
+fine-tune (`--qat`: 3 more epochs at a hundredth of the rate); then TFLite int8 models evaluated by
 `mobilenet-eval`'s own code on the held-out split:
 
 - ptq:          post-training, per-channel weights, 200 calibration images (what the export does);
