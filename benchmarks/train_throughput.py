@@ -66,9 +66,9 @@ PEERS = {"mobilenet_v1": keras.applications.MobileNet, "mobilenet_v2": keras.app
 def recipe(model: str, size: int) -> config.Config:
     """The model's ImageNet preset at `size`, on RMSProp and without RandAugment (as the peer). An
     AdamW preset's decoupled weight decay (V3-Large 0.1, V4 0.01-0.2) would be an L2 penalty under
-    RMSProp that swamps the loss: those take V1/V2's L2 of 1e-5 (the step's cost is the same)."""
+    RMSProp that swamps the loss: those take V2's L2 (1e-5; the step's cost is the same)."""
     preset = PRESETS[model]
-    weight_decay = 1e-5 if preset.train.optimizer == "adamw" else preset.model.weight_decay
+    weight_decay = (PRESETS["mobilenet_v2"] if preset.train.optimizer == "adamw" else preset).model.weight_decay
     return config.replace(preset, model={"image_size": (size, size), "weight_decay": weight_decay},
                           data={"randaugment_ops": 0},
                           train={"optimizer": "rmsprop", "batch_size": BATCH, "warmup_epochs": 0.0})
