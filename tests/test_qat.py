@@ -219,7 +219,7 @@ def test_qat_export_serves_the_twin_and_int8_agrees(qat_run, cache_dir):
 
 @QAT_RUN
 @EACH_MODEL
-def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
+def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir, tmp_path):
     """tf2onnx turns the fake-quant ops into QuantizeLinear/DequantizeLinear pairs with the
     checkpoint's scales and zero points: run as written (ONNX Runtime's graph optimizations off),
     the graph computes what the SavedModel computes. Optimized, ONNX Runtime fuses the pairs into
@@ -239,18 +239,18 @@ def test_qat_onnx_is_quantize_dequantize_pairs(qat_run, cache_dir):
     assert ops.count("HardSwish") == sum(layer.name.endswith("_hard_swish") for layer in model.layers)
     pixels, labels = held_out_pixels(cache_dir, cfg.model.image_size)
     pixels = np.floor(pixels + 0.5)
+    # The twin answers what the SavedModel serves (test_qat_export_serves_the_twin_and_int8_agrees),
+    # and it also gives the quantized input.
     twin = export.serving_model(model, cfg)
     probe = keras.Model(twin.input, [twin.get_layer("input_quant").output, twin.outputs[0]])
     quantized_input, expected = (np.asarray(t) for t in probe(pixels, training=False))
-    served = tf.saved_model.load(str(qat_run / "qat" / "export" / "2")).signatures["serving_pixels"]
-    np.testing.assert_allclose(served(pixels=tf.constant(pixels))["probabilities"].numpy(), expected, atol=1e-6)
 
     # The [-1, 1] input sits exactly halfway between two int8 steps ((2k - 255) / 255 on a grid of
     # 2 / 255 holding 0), so each backend rounds it by its own convention and float noise (the
     # SavedModel half up, ONNX half to even): compare the rest of the graph from the same input.
     entrance = next(node.output[0] for node in graph.node
                     if node.op_type == "DequantizeLinear" and "/input_quant" in node.name)
-    rest = str(qat_run / "qat" / "rest.onnx")
+    rest = str(tmp_path / "rest.onnx")
     onnx.utils.extract_model(str(path), rest, [entrance], [graph.output[0].name])
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
