@@ -164,6 +164,31 @@ class CheckpointManagerCallback(keras.callbacks.Callback):
             shutil.rmtree(self._scratch, ignore_errors=True)
 
 
+def write_pretrained_run(cfg, model_dir: str) -> str:
+    """A run directory for `cfg.train.pretrained` as it is, without training: the model with those
+    weights as its checkpoint `ckpt-0`, and `cfg` as its config.json, so that export, eval,
+    predict, the demo and --init_checkpoint take it like any run. The weights are loaded (and
+    checked) before anything is written. Returns what filled the model (see `load_pretrained`).
+    """
+    from mobilenet_tf import config
+    from mobilenet_tf.models.build import build_from_config
+    from mobilenet_tf.models.pretrained import load_pretrained
+
+    model = build_from_config(cfg.model, weight_decay=0.0)
+    source = load_pretrained(model, cfg.model, cfg.train.pretrained)
+    os.makedirs(model_dir, exist_ok=True)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), model_dir, max_to_keep=1)
+    try:
+        manager.save(checkpoint_number=0)
+        config.save(cfg, model_dir)
+    except (OSError, tf.errors.OpError) as error:
+        reason = write_failure(error)
+        if reason is None:
+            raise
+        raise WriteFailed(f"cannot write the run in {model_dir} ({reason})") from None
+    return source
+
+
 def restore_model(model_dir: str, checkpoint_path: str | None = None, *, ema: bool = True, set_aside: bool = True):
     """(model, cfg) of a training run: its config.json, its newest readable checkpoint (unreadable
     newer ones are set aside, see `newest_readable`, or with `set_aside=False` only skipped), or

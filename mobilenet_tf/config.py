@@ -36,6 +36,15 @@ class ModelConfig:
     weight_decay: float = 0.0  # L2 on conv/dense kernels; the penalty's gradient is weight_decay * w
     sync_bn: bool = False  # batch statistics over the global batch (all replicas)
     stochastic_depth: float = 0.0  # V4: peak drop rate of residual branches while training
+    # Whose details the model follows where the references differ (models.LAYOUTS), a depth
+    # multiplier and a named variant (models.VARIANTS): what a timm checkpoint's architecture sets.
+    layout: str = "keras"
+    depth_multiplier: float = 1.0
+    variant: str = ""
+    # The normalization the weights were trained with, per RGB channel in 0-1 units
+    # ((pixels / 255 - mean) / std): 0.5 and 0.5 are [-1, 1], keras.applications'.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     # Quantization-aware training: the fake-quantized twin (models/quantize.py), and the training
     # steps after which batch norm statistics and activation ranges stop moving (0: never).
     qat: bool = False
@@ -43,8 +52,12 @@ class ModelConfig:
     qat_freeze_range_steps: int = 0
 
     def describe(self) -> str:
-        """The architecture and width as messages name them: "mobilenet_v3_small minimalistic alpha 1.0"."""
-        return f"{self.name}{' minimalistic' if self.minimalistic else ''} alpha {self.alpha}"
+        """The architecture and width as messages name them: "mobilenet_v3_small minimalistic alpha 1.0",
+        "mobilenet_v2 alpha 1.2 depth 1.4 (timm)"."""
+        extra = "".join(f" {word}" for word in (("minimalistic" if self.minimalistic else ""), self.variant) if word)
+        depth = f" depth {self.depth_multiplier}" if self.depth_multiplier != 1.0 else ""
+        layout = f" ({self.layout})" if self.layout != "keras" else ""
+        return f"{self.name}{extra} alpha {self.alpha}{depth}{layout}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +76,10 @@ class DataConfig:
     crop_area_range: tuple[float, float] = (0.08, 1.0)
     crop_aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
     random_flip: bool = True
-    # Evaluation (and serving): central crop of this fraction of the shorter side, then resize.
+    # Evaluation (and serving): central crop of this fraction of the shorter side, then resize
+    # (preprocess.INTERPOLATIONS: bilinear, or bicubic as timm's checkpoints were evaluated).
     eval_crop_fraction: float = 0.875
+    eval_interpolation: str = "bilinear"
     shuffle_buffer: int = 10_000
     cache: bool = False  # keep the encoded records in memory (small data sets)
     # Optional Keras 3 augmentations: RandAugment per image (ops per image, magnitude 0..1), then

@@ -78,7 +78,8 @@ def header_size(encoded: tf.Tensor) -> tf.Tensor:
                    lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64), lambda: other)
 
 
-def checked_eval_pixels(encoded, image_size, crop_fraction: float, max_pixels: int) -> tf.Tensor:
+def checked_eval_pixels(encoded, image_size, crop_fraction: float, max_pixels: int,
+                        interpolation: str = "bilinear") -> tf.Tensor:
     """`preprocess.eval_pixels` of `encoded`, after refusing (InvalidArgumentError), from the header
     alone, bytes that are not an image and images of more than `max_pixels` pixels."""
     size = header_size(encoded)
@@ -91,13 +92,13 @@ def checked_eval_pixels(encoded, image_size, crop_fraction: float, max_pixels: i
     ]
     with tf.control_dependencies(checks):
         encoded = tf.identity(encoded)
-    return preprocess.eval_pixels(encoded, image_size, crop_fraction)
+    return preprocess.eval_pixels(encoded, image_size, crop_fraction, interpolation)
 
 
-def batch_pixels(images, image_size, crop_fraction: float, max_pixels: int) -> tf.Tensor:
+def batch_pixels(images, image_size, crop_fraction: float, max_pixels: int, interpolation: str = "bilinear"):
     """float32 [n, H, W, 3] 0-255 of a 1-D tf.string batch, each image through `checked_eval_pixels`."""
     return tf.map_fn(
-        lambda encoded: checked_eval_pixels(encoded, image_size, crop_fraction, max_pixels),
+        lambda encoded: checked_eval_pixels(encoded, image_size, crop_fraction, max_pixels, interpolation),
         images,
         fn_output_signature=tf.TensorSpec([*image_size, 3], tf.float32),
     )
@@ -107,13 +108,14 @@ class Servable(tf.Module):
     """The serving signatures around a 0-255 model."""
 
     def __init__(self, model: keras.Model, class_names, image_size, crop_fraction: float, top_k: int,
-                 labels_path: str, max_pixels: int):
+                 labels_path: str, max_pixels: int, interpolation: str = "bilinear"):
         super().__init__()
         self.model = model
         self.labels = tf.saved_model.Asset(labels_path)
         self._class_names = tf.constant(list(class_names))
         self._image_size = tuple(image_size)
         self._crop_fraction = crop_fraction
+        self._interpolation = interpolation
         self._top_k = min(top_k, len(class_names))
         self._max_pixels = max_pixels
 
@@ -129,7 +131,8 @@ class Servable(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_bytes(self, images):
-        return self._outputs(batch_pixels(images, self._image_size, self._crop_fraction, self._max_pixels))
+        return self._outputs(batch_pixels(images, self._image_size, self._crop_fraction, self._max_pixels,
+                                          self._interpolation))
 
     @tf.function
     def serve_pixels(self, pixels):
@@ -146,7 +149,9 @@ def write_sidecar(directory: str, cfg: Config, **info) -> None:
         "model": cfg.model.describe(),
         "image_size": list(cfg.model.image_size),
         "crop_fraction": cfg.data.eval_crop_fraction,
-        "input": "RGB pixels 0-255: center crop of crop_fraction of the shorter side, bilinear resize to image_size",
+        "interpolation": cfg.data.eval_interpolation,
+        "input": "RGB pixels 0-255: center crop of crop_fraction of the shorter side, resize to image_size "
+                 "(interpolation)",
         **info,
     }
     write_atomic(os.path.join(directory, LABELS_FILE), labels_text(cfg.model.class_names))
@@ -226,7 +231,7 @@ def export_saved_model(model: keras.Model, cfg: Config, export_base: str, versio
         with open(labels_path, "w") as f:
             f.write(labels_text(class_names))
         servable = Servable(exported, class_names, cfg.model.image_size, cfg.data.eval_crop_fraction,
-                            cfg.export.top_k, labels_path, cfg.export.max_pixels)
+                            cfg.export.top_k, labels_path, cfg.export.max_pixels, cfg.data.eval_interpolation)
         pixels_spec = tf.TensorSpec([None, *cfg.model.image_size, 3], tf.float32, name="pixels")
         saved = os.path.join(tmp, "saved_model")
         tf.saved_model.save(

@@ -16,6 +16,7 @@ from absl import flags
 
 from mobilenet_tf import config, models, paths
 from mobilenet_tf.data import specs
+from mobilenet_tf.models import timm_archs
 from mobilenet_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -81,7 +82,10 @@ def define_train_flags() -> None:
     flags.DEFINE_float("decay_epochs", None, "Exponential schedule: epochs per (staircase) decay.")
     flags.DEFINE_float("ema_decay", None, "Moving average of the weights (0: off; evaluation and export use it).")
     flags.DEFINE_boolean("deterministic", None, "Op determinism: a rerun, or a resumed run, is bit-identical.")
-    flags.DEFINE_string("pretrained", None, "imagenet (keras.applications' weight file) or a path to such a file.")
+    flags.DEFINE_string("pretrained", None, "Starting weights: a timm checkpoint, as a Hugging Face Hub id "
+                        "(timm/mobilenetv4_conv_small.e2400_r224_in1k) or a folder holding its config.json and "
+                        "model.safetensors, whose architecture, input size and normalization the model takes; or "
+                        "imagenet (keras.applications' weight file) or the path of such a file.")
     flags.DEFINE_string("init_checkpoint", None, "Start from another run's checkpoint (a model_dir or ckpt path).")
     flags.DEFINE_integer("freeze_backbone_epochs", None, "Train only the head (BN frozen) for this many epochs.")
     flags.DEFINE_string("teacher", None, "Distill from this run of ours (a model_dir, any model, width and input "
@@ -163,8 +167,40 @@ def config_from_flags() -> config.Config:
     if sections.get("model", {}).get("qat") and not cfg.model.qat:
         cfg = config.qat_finetune(cfg)  # --qat on a float recipe: its fine-tuning variant
     cfg = config.replace(cfg, **sections)
+    if cfg.train.pretrained and timm_archs.is_timm_source(cfg.train.pretrained):
+        cfg = with_timm_checkpoint(cfg, timm_archs.resolve(cfg.train.pretrained), sections.get("model", {}))
+    cfg = with_init_checkpoint_architecture(cfg)
     validate(cfg)
     return cfg
+
+
+# What shapes a network beyond --model, --alpha and --minimalistic, which no flag sets: a run started
+# from a timm checkpoint has them from there, and a run started from that run takes them over.
+INHERITED_FIELDS = ("layout", "depth_multiplier", "variant", "bn_epsilon", "mean", "std")
+
+
+def with_init_checkpoint_architecture(cfg: config.Config) -> config.Config:
+    """`cfg` with `INHERITED_FIELDS` of its --init_checkpoint's run, when it has one."""
+    path = cfg.train.init_checkpoint
+    run_dir = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    if not path or not os.path.isfile(os.path.join(run_dir, config.CONFIG_FILE)):
+        return cfg  # none, or not a run: check_init_checkpoint says so
+    source = config.load(run_dir).model
+    return config.replace(cfg, model={field: getattr(source, field) for field in INHERITED_FIELDS})
+
+
+def with_timm_checkpoint(cfg: config.Config, checkpoint, given: dict) -> config.Config:
+    """`cfg` with the architecture, normalization and (unless `--image_size` was `given`) input
+    size of the timm `checkpoint`. A `--model`, `--alpha` or `--minimalistic` that contradicts it
+    is refused: the weights fit one network."""
+    arch = checkpoint.model
+    for field, flag in (("name", "model"), ("alpha", "alpha"), ("minimalistic", "minimalistic")):
+        if field in given and given[field] != arch.get(field, False):
+            raise FlagError(f"--{flag}={given[field]}: --pretrained={checkpoint.source} is timm's "
+                            f"{checkpoint.architecture}, a {config.ModelConfig(**arch).describe()}; drop --{flag} or "
+                            f"give another checkpoint")
+    fields = {key: value for key, value in arch.items() if key != "image_size" or "image_size" not in given}
+    return config.replace(cfg, model={**fields, "minimalistic": arch.get("minimalistic", False)})
 
 
 def validate(cfg: config.Config) -> None:
@@ -222,14 +258,14 @@ def validate(cfg: config.Config) -> None:
         raise FlagError(f"--decay_rate={t.decay_rate} --decay_epochs={t.decay_epochs}: need 0 < rate <= 1, epochs > 0")
     if t.warmup_epochs < 0 or t.warmup_epochs > t.epochs:
         raise FlagError(f"--warmup_epochs={t.warmup_epochs}: must be between 0 and --epochs={t.epochs}")
-    if t.pretrained:
+    if t.pretrained and not timm_archs.is_timm_source(t.pretrained):
         if t.pretrained != "imagenet" and not os.path.isfile(t.pretrained):
-            raise FlagError(f"--pretrained={t.pretrained}: no such file; give 'imagenet' or a keras.applications "
-                            f"weight file (.h5)")
+            raise FlagError(f"--pretrained={t.pretrained}: no such file; give a timm checkpoint (timm/<name> or a "
+                            f"folder), 'imagenet' or a keras.applications weight file (.h5)")
         if not models.ALPHAS[m.name]:
-            raise FlagError(f"--pretrained: no Keras or TensorFlow weights of {m.name} are published (TF Model Garden "
-                            f"released none, timm's are PyTorch's); train from scratch, or start from another run "
-                            f"with --init_checkpoint=RUN_DIR")
+            raise FlagError(f"--pretrained={t.pretrained}: keras.applications has no {m.name}; start from timm's "
+                            f"weights (e.g. --pretrained=timm/mobilenetv4_conv_small.e2400_r224_in1k, docs/weights.md), "
+                            f"from scratch, or from another run with --init_checkpoint=RUN_DIR")
         alphas = models.MINIMALISTIC_ALPHAS if m.minimalistic else models.ALPHAS[m.name]
         if m.alpha not in alphas:
             raise FlagError(f"--pretrained: keras.applications has no ImageNet weights for {m.describe()}; "
@@ -296,7 +332,13 @@ def check_replicas(cfg: config.Config, num_replicas: int) -> None:
 
 
 def define_export_flags() -> None:
-    flags.DEFINE_string("model_dir", None, "Training run to export: its config.json and newest checkpoint.")
+    flags.DEFINE_string("model_dir", None, "Training run to export: its config.json and newest checkpoint (with "
+                        "--pretrained: the new run to write).")
+    flags.DEFINE_string("pretrained", None, "Export a timm checkpoint as it is, without training (a Hub id such as "
+                        "timm/mobilenetv4_conv_small.e2400_r224_in1k, or a folder with its config.json and "
+                        "model.safetensors): --model_dir becomes a run of it, with ImageNet's class names.")
+    flags.DEFINE_string("dataset", None, "Images that calibrate --tflite=int8 (default: the run's data set; a "
+                        "--pretrained run has none).")
     flags.DEFINE_string("checkpoint", None, "A checkpoint (.../ckpt-N) to export instead of the newest; its run's "
                         "config.json is in the same directory.")
     flags.DEFINE_string("export_dir", None, "TF Serving model base path (default <model_dir>/export).")
@@ -357,10 +399,22 @@ def define_demo_flags() -> None:
 
 
 def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]:
-    """(model_dir, checkpoint path or None, the run's Config with the export flags applied, version)."""
+    """(model_dir, checkpoint path or None, the run's Config with the export flags applied, version).
+
+    With --pretrained the run does not exist yet: its Config is the checkpoint's (see
+    `pretrained_run_config`), and `checkpoint.write_pretrained_run` writes it before exporting.
+    """
     if bool(FLAGS.model_dir) == bool(FLAGS.checkpoint):
         raise FlagError("--model_dir or --checkpoint: give exactly one (the run, or one checkpoint of it)")
-    if FLAGS.checkpoint:
+    if FLAGS.pretrained:
+        if FLAGS.checkpoint:
+            raise FlagError("--pretrained with --checkpoint: give --model_dir, the new run to write")
+        model_dir = FLAGS.model_dir
+        if paths.checkpoint_exists(model_dir):
+            raise FlagError(f"--model_dir={model_dir} holds a run already; give a new directory for "
+                            f"--pretrained={FLAGS.pretrained}")
+        cfg = pretrained_run_config(FLAGS.pretrained, model_dir)
+    elif FLAGS.checkpoint:
         if not os.path.isfile(f"{FLAGS.checkpoint}.index"):
             raise FlagError(f"--checkpoint={FLAGS.checkpoint}: no checkpoint there; give a .../ckpt-N path")
         model_dir = os.path.dirname(FLAGS.checkpoint) or "."
@@ -368,9 +422,10 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         model_dir = FLAGS.model_dir
         if not paths.checkpoint_exists(model_dir):
             raise FlagError(f"--model_dir={model_dir}: no checkpoint there; train with mobilenet-train first")
-    if not os.path.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
-        raise FlagError(f"--model_dir={model_dir}: no {config.CONFIG_FILE} (written by mobilenet-train)")
-    cfg = config.load(model_dir)
+    if not FLAGS.pretrained:
+        if not os.path.isfile(os.path.join(model_dir, config.CONFIG_FILE)):
+            raise FlagError(f"--model_dir={model_dir}: no {config.CONFIG_FILE} (written by mobilenet-train)")
+        cfg = config.load(model_dir)
     modes = tuple(dict.fromkeys(mode.strip() for mode in FLAGS.tflite if mode.strip()))
     unknown = [mode for mode in modes if mode not in config.TFLITE_MODES]
     if unknown:
@@ -388,7 +443,8 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         if FLAGS.max_megapixels <= 0:
             raise FlagError(f"--max_megapixels={FLAGS.max_megapixels}: must be positive")
         fields["max_pixels"] = int(FLAGS.max_megapixels * 1e6)
-    cfg = config.replace(cfg, export=fields, data={"cache_dir": FLAGS.cache_dir or cfg.data.cache_dir})
+    cfg = config.replace(cfg, export=fields, data={"cache_dir": FLAGS.cache_dir or cfg.data.cache_dir,
+                                                   "dataset": FLAGS.dataset or cfg.data.dataset})
     if FLAGS.version is not None:
         if FLAGS.version < 1:
             raise FlagError(f"--version={FLAGS.version}: versions are positive integers")
@@ -397,10 +453,26 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
             raise FlagError(f"--version={FLAGS.version}: {export_dir}/{FLAGS.version} exists and is never overwritten; "
                             f"omit --version for the next one ({paths.next_version(export_dir)})")
     if config.calibrates(cfg):
+        if not cfg.data.dataset:
+            raise FlagError("--tflite=int8 calibrates on images and this run has no data set: give "
+                            "--dataset=folder:DIR or tfrecord:DIR (a few hundred images like those it will see)")
         problem = specs.check_spec(cfg.data.dataset, cfg.data)
         if problem:
-            raise FlagError(f"--tflite=int8 calibrates on the run's data set {cfg.data.dataset}: {problem}")
+            raise FlagError(f"--tflite=int8 calibrates on the data set {cfg.data.dataset}: {problem}")
     return model_dir, FLAGS.checkpoint, cfg, FLAGS.version
+
+
+def pretrained_run_config(source: str, model_dir: str) -> config.Config:
+    """The Config of a run that is timm checkpoint `source` as it is: its network, input size,
+    normalization, classes and evaluation transform; no data set."""
+    checkpoint = timm_archs.resolve(source)
+    return config.Config(
+        model=config.ModelConfig(**checkpoint.model, num_classes=checkpoint.num_classes,
+                                 class_names=checkpoint.class_names),
+        data=config.DataConfig(dataset="", eval_crop_fraction=checkpoint.eval_crop_fraction,
+                               eval_interpolation=checkpoint.eval_interpolation),
+        train=config.TrainConfig(model_dir=model_dir, pretrained=source),
+    )
 
 
 def check_onnx(opset: int) -> None:

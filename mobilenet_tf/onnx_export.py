@@ -1,7 +1,7 @@
 """ONNX export of the pixel model, and an ONNX Runtime runner.
 
 `<export_dir>/onnx/model.onnx` takes `images`, float32 RGB pixels 0-255 `[batch, H, W, 3]` (or
-`[batch, 3, H, W]` with `nchw`), preprocessed as evaluation does (center crop, bilinear resize:
+`[batch, 3, H, W]` with `nchw`), preprocessed as evaluation does (center crop, resize:
 `model_info.json` beside it says how), normalizes inside and returns `probabilities`
 `[batch, classes]`; the batch axis is named `batch`. The encoded-bytes signature of the SavedModel
 has no ONNX counterpart (ONNX has no image decoder).

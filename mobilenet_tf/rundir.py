@@ -87,7 +87,8 @@ def _holder(fd: int) -> str:
 
 # The fields that fix the model's weights, and the flags that set them.
 _MODEL_FIELDS = {"name": "--model", "alpha": "--alpha", "minimalistic": "--minimalistic", "image_size": "--image_size",
-                 "num_classes": "--num_classes/--dataset", "class_names": "--dataset", "qat": "--qat"}
+                 "num_classes": "--num_classes/--dataset", "class_names": "--dataset", "qat": "--qat",
+                 "layout": "--pretrained", "depth_multiplier": "--pretrained", "variant": "--pretrained"}
 
 
 # The teacher a run distills from: another one would make another run of it.

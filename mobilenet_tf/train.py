@@ -52,10 +52,11 @@ def build_train_model(cfg: Config) -> keras.Model:
 
 
 def initialize_weights(model: keras.Model, cfg: Config) -> None:
-    """Starting weights of a new run: keras.applications' ImageNet file or another run's checkpoint."""
+    """Starting weights of a new run: a timm checkpoint, keras.applications' ImageNet file or another
+    run's checkpoint."""
     if cfg.train.pretrained:
-        load_pretrained(model, cfg.model.name, cfg.model.alpha, cfg.train.pretrained, cfg.model.minimalistic)
-        logging.info("Initialized from keras.applications weights (%s)", cfg.train.pretrained)
+        source = load_pretrained(model, cfg.model, cfg.train.pretrained)
+        logging.info("Initialized from %s weights (%s)", source, cfg.train.pretrained)
     if cfg.train.init_checkpoint:
         path = cfg.train.init_checkpoint
         run_dir, ckpt = (path, None) if os.path.isdir(path) else (os.path.dirname(path), path)

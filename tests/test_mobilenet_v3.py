@@ -10,7 +10,7 @@ import pytest
 from mobilenet_tf import onnx_export, tflite
 from mobilenet_tf.models import quantize
 from mobilenet_tf.models.build import build_model, copy_weights
-from mobilenet_tf.models.pretrained import load_pretrained
+from mobilenet_tf.models.pretrained import load_applications
 
 from weights import assert_input_dependent, random_weights
 
@@ -58,7 +58,7 @@ def test_weight_files_load_with_and_without_the_top(name, minimalistic, tmp_path
     for path, copied in ((top, ("conv_2",)), (no_top, ())):
         ours = build_model(name, minimalistic=minimalistic, image_size=96, num_classes=10)
         fresh = {layer: ours.get_layer(layer).get_weights()[0].copy() for layer in ("conv_2", "logits")}
-        load_pretrained(ours, name, 1.0, str(path), minimalistic)
+        load_applications(ours, name, 1.0, str(path), minimalistic)
         for layer in ("conv", "expanded_conv_project", "expanded_conv_5_depthwise_bn", "conv_1", *copied):
             for a, b in zip(ours.get_layer(layer).get_weights(), reference.get_layer(layer).get_weights()):
                 np.testing.assert_array_equal(a, b)
@@ -67,7 +67,7 @@ def test_weight_files_load_with_and_without_the_top(name, minimalistic, tmp_path
                 np.testing.assert_array_equal(ours.get_layer(layer).get_weights()[0], kernel)
     # At 1000 classes the whole top is keras.applications' (which takes 0-255 pixels).
     same = build_model(name, minimalistic=minimalistic, num_classes=1000)
-    load_pretrained(same, name, 1.0, str(top), minimalistic)
+    load_applications(same, name, 1.0, str(top), minimalistic)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
     np.testing.assert_allclose(same(x).numpy(), reference((x + 1) * 127.5).numpy(), atol=1e-5)
 

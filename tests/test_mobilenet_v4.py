@@ -13,6 +13,7 @@ import tensorflow as tf
 from mobilenet_tf import onnx_export, tflite
 from mobilenet_tf.models import quantize
 from mobilenet_tf.models.build import build_model, copy_weights, count_macs
+from mobilenet_tf.models.layers import Options
 from mobilenet_tf.models.mobilenet_v4 import (
     StochasticDepth,
     _fused_inverted_bottleneck,
@@ -102,8 +103,7 @@ def _reference_block(model, x, block, prefix):
 def test_each_block_form_is_the_papers(block):
     inputs = keras.Input((15, 15, 24))
     build = _fused_inverted_bottleneck if block.kind == "fused" else _universal_inverted_bottleneck
-    bn = dict(momentum=0.99, epsilon=1e-3, synchronized=False)
-    model = keras.Model(inputs, build(inputs, block, block.filters, "b_", bn, None, None, 0.0))
+    model = keras.Model(inputs, build(inputs, block, block.filters, "b_", Options(), 0.0))
     x = np.random.default_rng(0).normal(size=(2, 15, 15, 24)).astype(np.float32)
     randomize(model, seed=1, gain=1.0, images=x)
     expected = _reference_block(model, x, block, "b_")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mobilenet_tf.models import ALPHA_RANGES, ALPHAS, MODEL_NAMES
+from mobilenet_tf.models import ALPHA_RANGES, ALPHAS, MODEL_NAMES, V4
 from mobilenet_tf.models.build import build_model, count_macs
 from mobilenet_tf.models.layers import BatchNormalization
 
@@ -204,8 +204,7 @@ def test_output_shapes(name, size):
     # The last conv: V1's 1024 x alpha, V2's 1280, V3's six times its last block (160 / 96 x 0.75),
     # V4's 960 x alpha (its 1280 comes after the pooling, in the head).
     channels = {"mobilenet_v1": int(1024 * alpha), "mobilenet_v2": 1280, "mobilenet_v3_large": 720,
-                "mobilenet_v3_small": 432, "mobilenet_v4_conv_small": int(960 * alpha),
-                "mobilenet_v4_conv_medium": int(960 * alpha), "mobilenet_v4_conv_large": int(960 * alpha)}[name]
+                "mobilenet_v3_small": 432, **{v4: int(960 * alpha) for v4 in V4}}[name]
     expected = (2, math.ceil(size[0] / 32), math.ceil(size[1] / 32), channels)
     assert tuple(body(x, training=False).shape) == expected
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from mobilenet_tf import config, optim, train
 from mobilenet_tf.checkpoint import restore_model
 from mobilenet_tf.models.build import build_model
-from mobilenet_tf.models.pretrained import load_pretrained
+from mobilenet_tf.models.pretrained import load_applications
 
 from clis import REPO, TINY, checkpoint_tensors, cli, env_for, free_port, run_until, train_cmd
 from steps import one_step_loop
@@ -237,14 +237,14 @@ def test_pretrained_weight_file_loads_and_new_head(tmp_path):
     _legacy_h5(reference, path)
     ours = build_model("mobilenet_v2", alpha=0.35, image_size=96, num_classes=10)
     head_before = ours.get_layer("predictions").get_weights()[0].copy()
-    load_pretrained(ours, "mobilenet_v2", 0.35, path)
+    load_applications(ours, "mobilenet_v2", 0.35, path)
     for name in ("Conv1", "block_16_project", "Conv_1_bn"):
         for a, b in zip(ours.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ours.get_layer("predictions").get_weights()[0], head_before)
     # With 1000 classes the classifier is copied too.
     same = build_model("mobilenet_v2", alpha=0.35, image_size=224, num_classes=1000)
-    load_pretrained(same, "mobilenet_v2", 0.35, path)
+    load_applications(same, "mobilenet_v2", 0.35, path)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
     np.testing.assert_allclose(same(x).numpy(), reference(x).numpy(), atol=1e-6)
 

@@ -5,8 +5,10 @@ import math
 import keras
 import numpy as np
 
+from mobilenet_tf.models import V4
+from mobilenet_tf.models.mobilenet_v4 import LayerScale
+
 V3 = ("mobilenet_v3_large", "mobilenet_v3_small")
-V4 = ("mobilenet_v4_conv_small", "mobilenet_v4_conv_medium", "mobilenet_v4_conv_large")
 # Kernel scale for `randomize`, per family. V3 and V4 have their batch norm statistics calibrated instead.
 GAIN = {"mobilenet_v1": 1.0, "mobilenet_v2": 0.8, **{name: 1.0 for name in V3 + V4}}
 
@@ -49,7 +51,14 @@ def randomize(model, seed, gain, images=None):
         elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             shape = layer.kernel.shape
             kernel = gain * rng.normal(0, math.sqrt(2 / math.prod(shape[:-1])), shape)
+            if layer.name.endswith("_query"):
+                # Soft attention: random queries at full scale make every softmax nearly one-hot, and
+                # then float rounding alone flips which position wins.
+                kernel *= 0.1
             layer.set_weights([kernel] + [rng.normal(0, 0.1, w.shape) for w in layer.weights[1:]])
+        elif isinstance(layer, LayerScale):
+            # Not timm's 1e-5, which would scale whole branches (and non-residual blocks) away.
+            layer.set_weights([rng.uniform(0.2, 0.5, layer.gamma.shape)])
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
             shape = layer.kernel.shape
             layer.set_weights([gain * rng.normal(0, math.sqrt(2 / math.prod(shape[:2])), shape)])
@@ -70,6 +79,11 @@ def random_weights(model, name, seed):
         low = 0 if any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers) else -1
         images = np.random.default_rng(seed + 100).uniform(low, 255 if low == 0 else 1, (16, *model.input_shape[1:]))
     randomize(model, seed, GAIN[name], images=images)
+    if "hybrid" in name and "predictions" in weight_layers(model):
+        # The hybrids' pooled features reach ~100: a random classifier on them is one-hot for
+        # every image.
+        dense = model.get_layer("predictions")
+        dense.kernel.assign(dense.kernel * 0.05)
 
 
 def assert_input_dependent(y):

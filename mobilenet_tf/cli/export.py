@@ -6,6 +6,10 @@ writes runs/mobilenet_v2_digits/export/<next version>/ and export/tflite/model_{
 (int8 calibrated on --representative_examples training images, or, for a --qat run, from the ranges
 it learned); --onnx adds export/onnx/model.onnx. A line per file as it is written, then, last, the
 files written in one line (with --json, as JSON).
+
+    mobilenet-export --pretrained=timm/mobilenetv4_conv_small.e2400_r224_in1k --model_dir=runs/v4s
+
+first writes runs/v4s as a run of that checkpoint (its ckpt-0 and config.json), then its exports.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ def main(argv):
         model_dir, checkpoint_path, cfg, version = flags.export_job_from_flags()
     cli.load_tensorflow(COMMAND)
     from mobilenet_tf import config, export, onnx_export, tflite
-    from mobilenet_tf.checkpoint import restore_model
+    from mobilenet_tf.checkpoint import restore_model, write_pretrained_run
     from mobilenet_tf.data import sources
 
     cli.show_progress_logs()
     with cli.one_line_errors(COMMAND):
         if cfg.export.onnx:
             onnx_export.tf2onnx_convert()  # importable, before anything is written
+        if flags.FLAGS.pretrained:
+            source = write_pretrained_run(cfg, model_dir)
+            print(f"run {model_dir}: {source} weights ({cfg.train.pretrained})", flush=True)
         model, _ = restore_model(model_dir, checkpoint_path, ema=flags.FLAGS.ema)
         written = {"saved_model": export.export_saved_model(model, cfg, cfg.export.export_dir, version)}
         print(f"SavedModel {written['saved_model']}", flush=True)

@@ -89,10 +89,18 @@ def inception_window(shape, seed, area_range, aspect_range, fallback_fraction=0.
     return tuple(tf.where(failed, c, s) for c, s in zip(center, (begin[0], begin[1], size[0], size[1])))
 
 
-def resize(image: tf.Tensor, image_size) -> tf.Tensor:
-    """float32 [H, W, 3] in 0..255, bilinear (as the reference trainers)."""
+INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def resize(image: tf.Tensor, image_size, method: str = "bilinear") -> tf.Tensor:
+    """float32 [H, W, 3] in 0..255: bilinear (as the reference trainers), or bicubic, antialiased and
+    clipped to 0..255 as PIL's resize of timm's evaluation transform (what timm's checkpoints were
+    evaluated with)."""
+    image = tf.cast(image, tf.float32)
+    if method == "bicubic":
+        return tf.clip_by_value(tf.image.resize(image, image_size, method="bicubic", antialias=True), 0.0, 255.0)
     # The same pixels as resizing the uint8 image, but TensorFlow's float kernel is ~1.6x faster.
-    return tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+    return tf.image.resize(image, image_size, method="bilinear")
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -122,12 +130,12 @@ def train_image(encoded, seed, image_size, data) -> tf.Tensor:
     return normalize(image)
 
 
-def eval_pixels(encoded, image_size, crop_fraction) -> tf.Tensor:
+def eval_pixels(encoded, image_size, crop_fraction, interpolation="bilinear") -> tf.Tensor:
     """Evaluation pixels in 0..255 (float32): center crop, resize. Serving uses exactly this."""
     image = decode_window(encoded, lambda shape: center_window(shape, crop_fraction), image_size)
-    return resize(image, image_size)
+    return resize(image, image_size, interpolation)
 
 
-def eval_image(encoded, image_size, crop_fraction) -> tf.Tensor:
+def eval_image(encoded, image_size, crop_fraction, interpolation="bilinear") -> tf.Tensor:
     """Evaluation pixels in [-1, 1]."""
-    return normalize(eval_pixels(encoded, image_size, crop_fraction))
+    return normalize(eval_pixels(encoded, image_size, crop_fraction, interpolation))

@@ -5,29 +5,41 @@ import math
 
 import keras
 
-from mobilenet_tf.models import MINIMALISTIC, MIN_IMAGE_SIZE, MODEL_NAMES, STOCHASTIC_DEPTH, quantize
-from mobilenet_tf.models.mobilenet_v1 import mobilenet_v1
-from mobilenet_tf.models.mobilenet_v2 import mobilenet_v2
-from mobilenet_tf.models.mobilenet_v3 import mobilenet_v3
-from mobilenet_tf.models.mobilenet_v4 import mobilenet_v4
+from mobilenet_tf.models import (
+    LAYOUTS,
+    MINIMALISTIC,
+    MIN_IMAGE_SIZE,
+    MODEL_NAMES,
+    STOCHASTIC_DEPTH,
+    V4,
+    VARIANTS,
+    quantize,
+)
+from mobilenet_tf.models import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4
+from mobilenet_tf.models.layers import Options
 
 _BUILDERS = {
-    "mobilenet_v1": mobilenet_v1,
-    "mobilenet_v2": mobilenet_v2,
-    "mobilenet_v3_large": functools.partial(mobilenet_v3, size="large"),
-    "mobilenet_v3_small": functools.partial(mobilenet_v3, size="small"),
-    "mobilenet_v4_conv_small": functools.partial(mobilenet_v4, size="small"),
-    "mobilenet_v4_conv_medium": functools.partial(mobilenet_v4, size="medium"),
-    "mobilenet_v4_conv_large": functools.partial(mobilenet_v4, size="large"),
+    "mobilenet_v1": mobilenet_v1.mobilenet_v1,
+    "mobilenet_v2": mobilenet_v2.mobilenet_v2,
+    "mobilenet_v3_large": functools.partial(mobilenet_v3.mobilenet_v3, size="large"),
+    "mobilenet_v3_small": functools.partial(mobilenet_v3.mobilenet_v3, size="small"),
+    **{name: functools.partial(mobilenet_v4.mobilenet_v4, size=name.removeprefix("mobilenet_v4_")) for name in V4},
+}
+# Each family's mapping from our layer names to the modules of timm's build of it.
+TIMM_LAYERS = {
+    "mobilenet_v1": mobilenet_v1.timm_layers,
+    "mobilenet_v2": mobilenet_v2.timm_layers,
+    "mobilenet_v3_large": functools.partial(mobilenet_v3.timm_layers, size="large"),
+    "mobilenet_v3_small": functools.partial(mobilenet_v3.timm_layers, size="small"),
+    **{name: functools.partial(mobilenet_v4.timm_layers, size=name.removeprefix("mobilenet_v4_")) for name in V4},
 }
 # keras.applications' defaults: V1 uses Keras' BN momentum and a tiny dropout, V2 a slower
 # BN momentum and no dropout, V3 the slower momentum and dropout 0.2; V4 Model Garden's block
 # defaults (momentum 0.99) and its recipes' dropout 0.2.
 _DEFAULT_DROPOUT = {"mobilenet_v1": 1e-3, "mobilenet_v2": 0.0, "mobilenet_v3_large": 0.2, "mobilenet_v3_small": 0.2,
-                    "mobilenet_v4_conv_small": 0.2, "mobilenet_v4_conv_medium": 0.2, "mobilenet_v4_conv_large": 0.2}
+                    **{name: 0.2 for name in V4}}
 _DEFAULT_BN_MOMENTUM = {"mobilenet_v1": 0.99, "mobilenet_v2": 0.999, "mobilenet_v3_large": 0.999,
-                        "mobilenet_v3_small": 0.999, "mobilenet_v4_conv_small": 0.99,
-                        "mobilenet_v4_conv_medium": 0.99, "mobilenet_v4_conv_large": 0.99}
+                        "mobilenet_v3_small": 0.999, **{name: 0.99 for name in V4}}
 
 
 def build_model(
@@ -47,6 +59,11 @@ def build_model(
     quant=None,
     minimalistic=False,
     stochastic_depth=0.0,
+    layout="keras",
+    depth_multiplier=1.0,
+    variant="",
+    mean=Options.mean,
+    std=Options.std,
 ):
     """Builds a MobileNet whose layer names match keras.applications' (V4, which Keras does not
     have: see `mobilenet_v4`).
@@ -60,8 +77,8 @@ def build_model(
       include_top: if False the model returns the last feature map (no pooling).
       dropout: rate before the classifier; None means keras.applications' default
         (V1: 1e-3, V2: 0, i.e. no Dropout layer).
-      include_preprocessing: if True the model takes 0-255 pixels and rescales them to [-1, 1]
-        in a `rescale` layer; if False it takes [-1, 1] input like keras.applications.
+      include_preprocessing: if True the model takes 0-255 pixels and normalizes them inside (a
+        `rescale` layer); if False it takes [-1, 1] input like keras.applications.
       bn_momentum: None means keras.applications' default (V1: 0.99, V2: 0.999).
       bn_epsilon: BatchNormalization epsilon.
       weight_decay: L2 penalty coefficient on Conv2D/Dense kernels, Model Garden convention
@@ -75,6 +92,14 @@ def build_model(
         squeeze-excite).
       stochastic_depth: V4 only: the drop rate of the last block's residual branch while
         training (growing linearly over the blocks); 0 for none.
+      layout: "keras" or "timm" (LAYOUTS): whose padding and stem, head and depth rules the model
+        follows where the two differ (see each builder).
+      depth_multiplier: scales the stages' depth as timm does (its `mobilenetv2_110d`,
+        `mobilenetv3_large_150d`); V1-V3.
+      variant: one of the family's VARIANTS, or "".
+      mean, std: per channel, 0-1 units: the normalization the weights expect (see
+        `layers.Options`); the model's input is [-1, 1] (0-255 with `include_preprocessing`)
+        whatever they are.
 
     Returns:
       A `keras.Model` named like keras.applications' (`mobilenet_v2_1.00_224`, or
@@ -83,7 +108,7 @@ def build_model(
 
     Raises:
       ValueError: for an unknown name, an image smaller than MIN_IMAGE_SIZE, a width that is
-        not positive, or `minimalistic` or `stochastic_depth` for a family without it.
+        not positive, or an option the family does not have.
     """
     if name not in _BUILDERS:
         raise ValueError(f"Unknown model {name!r}; expected one of {MODEL_NAMES}.")
@@ -98,9 +123,29 @@ def build_model(
         raise ValueError(f"{name} has no minimalistic variant; {', '.join(MINIMALISTIC)} do.")
     if stochastic_depth and name not in STOCHASTIC_DEPTH:
         raise ValueError(f"{name} has no stochastic depth; {', '.join(STOCHASTIC_DEPTH)} do.")
-    variant = {"minimalistic": True} if minimalistic else {}
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    if variant and variant not in VARIANTS.get(name, ()):
+        raise ValueError(f"{name} has no variant {variant!r}; " +
+                         ", ".join(f"{n}: {', '.join(v)}" for n, v in VARIANTS.items()) + ".")
+    if depth_multiplier != 1.0 and name in STOCHASTIC_DEPTH:
+        raise ValueError(f"{name} has no depth multiplier.")
+    opts = Options(
+        bn_momentum=_DEFAULT_BN_MOMENTUM[name] if bn_momentum is None else bn_momentum, bn_epsilon=bn_epsilon,
+        sync_bn=sync_bn, weight_decay=weight_decay, quant=quant, include_preprocessing=include_preprocessing,
+        padding="symmetric" if layout == "timm" else "same", mean=tuple(mean), std=tuple(std),
+    )
+    arch = {"layout": layout}
+    if minimalistic:
+        arch["minimalistic"] = True
     if stochastic_depth:
-        variant["stochastic_depth"] = stochastic_depth
+        arch["stochastic_depth"] = stochastic_depth
+    if depth_multiplier != 1.0:
+        arch["depth_multiplier"] = depth_multiplier
+    if variant == "head":
+        arch["head"] = True
+    elif variant:
+        arch["variant"] = variant
     size_text = f"{height}" if height == width else f"{height}x{width}"
     return _BUILDERS[name](
         alpha=alpha,
@@ -108,15 +153,18 @@ def build_model(
         num_classes=num_classes,
         include_top=include_top,
         dropout=_DEFAULT_DROPOUT[name] if dropout is None else dropout,
-        bn_momentum=_DEFAULT_BN_MOMENTUM[name] if bn_momentum is None else bn_momentum,
-        bn_epsilon=bn_epsilon,
-        weight_decay=weight_decay,
-        include_preprocessing=include_preprocessing,
-        sync_bn=sync_bn,
-        quant=quant,
+        opts=opts,
         name=f"{name}{'_minimalistic' if minimalistic else ''}_{alpha:0.2f}_{size_text}",
-        **variant,
+        **arch,
     )
+
+
+def timm_layers(model_cfg) -> dict[str, str]:
+    """{our layer name: timm's module path} of the model `model_cfg` (a `config.ModelConfig`)
+    describes, from its family's spec tables."""
+    m = model_cfg
+    return TIMM_LAYERS[m.name](minimalistic=m.minimalistic, depth_multiplier=m.depth_multiplier,
+                               head=m.variant == "head")
 
 
 def count_macs(model):
@@ -158,7 +206,8 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
         bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
         weight_decay=m.weight_decay if weight_decay is None else weight_decay,
         include_preprocessing=include_preprocessing, sync_bn=m.sync_bn, quant=quant, minimalistic=m.minimalistic,
-        stochastic_depth=m.stochastic_depth,
+        stochastic_depth=m.stochastic_depth, layout=m.layout, depth_multiplier=m.depth_multiplier, variant=m.variant,
+        mean=m.mean, std=m.std,
     )
 
 

@@ -1,5 +1,9 @@
-"""Pieces shared by the MobileNet builders: batch norm, channel rounding, stride-2 padding, weight
-decay, activations and their quantized twins."""
+"""Pieces shared by the MobileNet builders: the options they share (`Options`), batch norm, channel
+rounding, padding, weight decay, activations and their quantized twins."""
+
+from __future__ import annotations
+
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -32,18 +36,22 @@ class BatchNormalization(layers.BatchNormalization):
             kwargs.setdefault("aggregation", "mean")
         return super().add_weight(*args, **kwargs)
 
-    def _fusable(self, inputs, mask) -> bool:
+    def _fusable(self, inputs, mask, trains: bool) -> bool:
+        # The kernel's floor on epsilon: PyTorch's (timm's) 1e-5 normalizes inference exactly in
+        # Keras' ops; training moves the 1e-5 to the floor, 1.001e-5, a change of 5e-9 relative to
+        # a unit variance.
         return (
             mask is None and not self.synchronized and not self.renorm and self.center and self.scale
-            and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.epsilon >= _FUSED_MIN_EPSILON
+            and len(inputs.shape) == 4 and self.axis in (-1, 3) and (self.epsilon >= _FUSED_MIN_EPSILON or trains)
             and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "float16", "bfloat16")
         )
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
+        trains = bool(training) and self.trainable
+        if not self._fusable(inputs, mask, trains):
             return super().call(inputs, training=training, mask=mask)
         gamma, beta = (tf.cast(v, tf.float32) for v in (self.gamma, self.beta))
-        if training and self.trainable:
+        if trains:
             outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
                 inputs, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
             # The kernel returns the variance with Bessel's correction; Keras' moving variance
@@ -130,58 +138,126 @@ def regularizer(weight_decay):
     return keras.regularizers.L2(weight_decay / 2)
 
 
-def conv_bn(x, conv, bn_name, bn, quant=None):
-    """`conv` (a Conv2D or DepthwiseConv2D layer, not yet called), then a BatchNormalization named
-    `bn_name` with settings `bn`.
+PADDINGS = ("same", "symmetric")
 
-    In a quantized twin (`quant`, a `quantize.QuantScheme`) the convolution is its fake-quantized
-    twin, which folds the batch norm; the batch norm layer keeps its name and weights and passes
-    its input through (see `quantize`).
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What every builder's layers share: batch norm, padding, weight decay, the quantized twin and
+    the input's normalization. Builders take one of these and pass it down to every block.
+
+    Attributes:
+      bn_momentum, bn_epsilon: BatchNormalization's.
+      sync_bn: BatchNormalization(synchronized=True): statistics over the global batch of all
+        replicas.
+      weight_decay: L2 on Conv2D/Dense kernels (see `regularizer`).
+      quant: a `quantize.QuantScheme`: build the fake-quantized twin; None for the float model.
+      include_preprocessing: the model takes 0-255 pixels and normalizes them inside; otherwise it
+        takes pixels in [-1, 1] (keras.applications' convention, what the input pipeline gives).
+      padding: "same", TensorFlow's (keras.applications, Model Garden: a strided conv pads more
+        after than before), or "symmetric", PyTorch's and timm's (k // 2 on every side).
+      mean, std: per RGB channel, in 0-1 units: the normalization the weights were trained with,
+        `(pixels / 255 - mean) / std` (timm's convention); 0.5 and 0.5 give [-1, 1].
     """
-    if quant is None:
-        return BatchNormalization(name=bn_name, **bn)(conv(x))
-    norm = quantize.FoldedBatchNormalization(name=bn_name, momentum=bn["momentum"], epsilon=bn["epsilon"])
-    return norm(quantize.quantized_conv(conv, norm, quant)(x))
+
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+    sync_bn: bool = False
+    weight_decay: float = 0.0
+    quant: quantize.QuantScheme | None = None
+    include_preprocessing: bool = False
+    padding: str = "same"
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    @property
+    def bn(self) -> dict:
+        return dict(momentum=self.bn_momentum, epsilon=self.bn_epsilon, synchronized=self.sync_bn)
+
+    @property
+    def reg(self):
+        return regularizer(self.weight_decay)
 
 
-def quantized(x, name, quant=None, fixed_range=None):
+def padded(x, kernel: int, stride: int, opts: Options, name: str):
+    """(x, the `padding` argument) for a kxk convolution of `x` at `stride`: Keras' own "same" for
+    TensorFlow's padding or a stride of 1 (where the two agree), else `x` zero-padded by k // 2 on
+    every side in a ZeroPadding2D named `name`, and "valid"."""
+    if stride == 1 or opts.padding == "same":
+        return x, "same"
+    return layers.ZeroPadding2D(kernel // 2, name=name)(x), "valid"
+
+
+def conv_bn(x, conv, bn_name, opts: Options):
+    """`conv` (a Conv2D or DepthwiseConv2D layer, not yet called), then a BatchNormalization named
+    `bn_name`.
+
+    In a quantized twin the convolution is its fake-quantized twin, which folds the batch norm;
+    the batch norm layer keeps its name and weights and passes its input through (see `quantize`).
+    """
+    if opts.quant is None:
+        return BatchNormalization(name=bn_name, **opts.bn)(conv(x))
+    norm = quantize.FoldedBatchNormalization(name=bn_name, momentum=opts.bn_momentum, epsilon=opts.bn_epsilon)
+    return norm(quantize.quantized_conv(conv, norm, opts.quant)(x))
+
+
+def batch_norm(x, name, opts: Options):
+    """A BatchNormalization named `name` with no convolution before it; in a quantized twin, its
+    int8 form (`quantize.QuantBatchNormalization`), its output fake-quantized by `<name>_quant`."""
+    if opts.quant is None:
+        return BatchNormalization(name=name, **opts.bn)(x)
+    norm = quantize.QuantBatchNormalization(name=name, momentum=opts.bn_momentum, epsilon=opts.bn_epsilon,
+                                            scheme=opts.quant)
+    return quantized(norm(x), f"{name}_quant", opts)
+
+
+def quantized(x, name, opts: Options, fixed_range=None):
     """`x` fake-quantized per tensor by an activation quantizer named `name` in a quantized twin
     (over `fixed_range` when the values' range is known in advance, else a learned one); `x`
     itself otherwise."""
-    return x if quant is None else quantize.ActivationQuantizer(quant, fixed_range=fixed_range, name=name)(x)
+    if opts.quant is None:
+        return x
+    return quantize.ActivationQuantizer(opts.quant, fixed_range=fixed_range, name=name)(x)
 
 
-def relu6(x, name, quant=None):
+def relu6(x, name, opts: Options):
     """ReLU6 named `name` (fake-quantized after it, by `<name>_quant`, in a quantized twin)."""
-    return activation(x, "relu6", name, quant)
+    return activation(x, "relu6", name, opts)
 
 
-def activation(x, kind, name, quant=None):
-    """The activation `kind` ("relu", "relu6" or "hard_swish") named `name`.
+# Activations that TFLite runs as an op of their own (not fused into the convolution before them).
+_OWN_OPS = ("hard_swish", "gelu")
+
+
+def activation(x, kind, name, opts: Options):
+    """The activation `kind` ("relu", "relu6", "hard_swish" or "gelu", the exact erf form) named
+    `name`.
 
     In a quantized twin its output is fake-quantized by `<name>_quant`. ReLU and ReLU6 fuse into
-    the convolution before them in TFLite, so their input needs no range of its own; hard-swish is
-    an op of its own (TFLite's HARD_SWISH, int8 in and out), so its input, the convolution's
-    output, is fake-quantized too, by `<name>_input_quant`.
+    the convolution before them in TFLite, so their input needs no range of its own; hard-swish
+    and GELU are ops of their own (int8 in and out), so their input, the convolution's output, is
+    fake-quantized too, by `<name>_input_quant`.
     """
-    if kind == "hard_swish":
-        x = quantized(x, f"{name}_input_quant", quant)
-        # Keras 3's own: x * relu6(x + 3) / 6, the pattern TFLite's converter fuses into HARD_SWISH.
-        return quantized(layers.Activation("hard_swish", name=name)(x), f"{name}_quant", quant)
-    return quantized(layers.ReLU(6.0 if kind == "relu6" else None, name=name)(x), f"{name}_quant", quant)
+    if kind in _OWN_OPS:
+        x = quantized(x, f"{name}_input_quant", opts)
+        # Keras 3's hard_swish: x * relu6(x + 3) / 6, the pattern TFLite's converter fuses into
+        # HARD_SWISH; its gelu: approximate=False, erf.
+        return quantized(layers.Activation(kind, name=name)(x), f"{name}_quant", opts)
+    return quantized(layers.ReLU(6.0 if kind == "relu6" else None, name=name)(x), f"{name}_quant", opts)
 
 
-def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None, kernel=3):
+def depthwise_conv_bn(x, strides, pad_name, name, bn_name, opts: Options, kernel=3):
     """A depthwise conv (3x3 unless `kernel` says otherwise), padded explicitly when strided, then
-    its batch norm (see `conv_bn`); the twin of every family's blocks.
+    its batch norm (see `conv_bn`); the twin of V1-V3's blocks.
 
     Args:
       x: NHWC feature map.
       strides: 1 or 2.
       pad_name: name of the ZeroPadding2D layer added when `strides` is 2.
       name: name of the DepthwiseConv2D layer.
-      bn_name, bn: name and settings of its BatchNormalization.
-      quant: a `quantize.QuantScheme` for the quantized twin, else None.
+      bn_name: name of its BatchNormalization.
+      opts: the builder's `Options`; with "same" padding, keras.applications' explicit
+        `correct_pad` (TensorFlow's 'SAME'), with "symmetric" k // 2 on every side.
       kernel: the kernel size.
 
     Returns:
@@ -191,67 +267,81 @@ def depthwise_conv_bn(x, strides, pad_name, name, bn_name, bn, quant=None, kerne
     if strides == 1:
         padding = "same"
     else:
-        x = layers.ZeroPadding2D(correct_pad(x.shape[1:3], kernel), name=pad_name)(x)
+        pad = correct_pad(x.shape[1:3], kernel) if opts.padding == "same" else kernel // 2
+        x = layers.ZeroPadding2D(pad, name=pad_name)(x)
         padding = "valid"
     conv = layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, use_bias=False, name=name)
-    return conv_bn(x, conv, bn_name, bn, quant)
+    return conv_bn(x, conv, bn_name, opts)
 
 
-def project(x, shortcut, *, filters, stride, prefix, bn_name, bn, kernel_regularizer, quant=None):
+def project(x, shortcut, *, filters, stride, prefix, bn_name, opts: Options, skip=True):
     """The inverted residual's linear bottleneck: a 1x1 projection to `filters` named
     `<prefix>project` with its batch norm `bn_name` and no activation (MobileNet V2, section 3.2),
-    then the add of `shortcut` (`<prefix>add`) when the block keeps its shape; both fake-quantized
-    in a quantized twin."""
-    conv = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
+    then the add of `shortcut` (`<prefix>add`) when the block keeps its shape (and `skip`); both
+    fake-quantized in a quantized twin."""
+    conv = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_regularizer=opts.reg,
                          name=f"{prefix}project")
-    x = quantized(conv_bn(x, conv, bn_name, bn, quant), f"{prefix}project_quant", quant)
-    if stride == 1 and shortcut.shape[-1] == filters:
-        x = quantized(layers.Add(name=f"{prefix}add")([shortcut, x]), f"{prefix}add_quant", quant)
+    x = quantized(conv_bn(x, conv, bn_name, opts), f"{prefix}project_quant", opts)
+    if skip and stride == 1 and shortcut.shape[-1] == filters:
+        x = quantized(layers.Add(name=f"{prefix}add")([shortcut, x]), f"{prefix}add_quant", opts)
     return x
 
 
-def classifier(x, num_classes, kernel_regularizer, quant=None):
+def classifier(x, num_classes, opts: Options):
     """The softmax classifier on pooled features [batch, channels]: a Dense named `predictions`
     (float32 under mixed precision, so probabilities come out float32; its kernel is float32 under
     float32 and mixed policies alike, so weights still copy by name); its per-tensor quantized twin
     (`quantize.QuantDense`) in a quantized twin."""
-    dense = quantize.QuantDense if quant is not None else layers.Dense
-    extra = {"scheme": quant} if quant is not None else {}
-    return dense(num_classes, activation="softmax", kernel_regularizer=kernel_regularizer, dtype=head_dtype(),
+    dense = quantize.QuantDense if opts.quant is not None else layers.Dense
+    extra = {"scheme": opts.quant} if opts.quant is not None else {}
+    return dense(num_classes, activation="softmax", kernel_regularizer=opts.reg, dtype=head_dtype(),
                  name="predictions", **extra)(x)
 
 
-def conv_with_bias(x, conv, quant=None):
+def conv_with_bias(x, conv, opts: Options):
     """`conv` (a Conv2D with a bias and no batch norm after it, not yet called) applied to `x`; its
     quantized twin (per-channel kernel, no folding) in a quantized twin."""
-    return (conv if quant is None else quantize.quantized_conv(conv, None, quant))(x)
+    return (conv if opts.quant is None else quantize.quantized_conv(conv, None, opts.quant))(x)
 
 
-def image_input(input_shape, include_preprocessing, quant=None):
-    """The model input, plus in-model scaling of 0-255 pixels to [-1, 1] when asked.
+def _uniform(values):
+    """A float when all of `values` are equal (the layer's config stays a scalar), else a list."""
+    return float(values[0]) if len(set(values)) == 1 else [float(v) for v in values]
 
-    Args:
-      input_shape: (height, width, channels).
-      include_preprocessing: if True the model takes 0-255 pixels; if False it takes pixels
-        already in [-1, 1], keras.applications' convention (`mobilenet.preprocess_input`).
-      quant: a `quantize.QuantScheme` for the quantized twin, else None. The twin quantizes its
-        input at the entrance: the 0-255 pixels (scale 1, what an int8 model's uint8 input holds)
-        and the [-1, 1] pixels, both over fixed ranges.
+
+def image_input(input_shape, opts: Options):
+    """The model input, and the normalization the weights expect.
+
+    With `opts.include_preprocessing` the model takes 0-255 pixels and maps them to
+    `(pixels / 255 - mean) / std` in one `rescale` layer ([-1, 1] for the default 0.5 and 0.5,
+    keras.applications' `x / 127.5 - 1`). Without it the model takes [-1, 1] pixels (what the input
+    pipeline gives) and, for another mean and std, maps them in a `normalize` layer: every model
+    takes the same input whatever its weights were trained with.
+
+    The quantized twin quantizes its input at the entrance over fixed ranges: the 0-255 pixels
+    (scale 1, what an int8 model's uint8 input holds), the scaling in two quantized steps (x times
+    the scale, then plus the offset: an int8 MUL and ADD, where one Rescaling would leave both in
+    float between the two quantizers), and the normalized pixels.
 
     Returns:
       (inputs, x): the `keras.Input` and the tensor the stem conv consumes.
     """
+    mean, std = opts.mean, opts.std
+    scale = [1.0 / (255.0 * s) for s in std]
+    offset = [-m / s for m, s in zip(mean, std)]
+    low, high = min(offset), max((1.0 - m) / s for m, s in zip(mean, std))
     inputs = keras.Input(shape=input_shape)
     x = inputs
-    if include_preprocessing and quant is None:
-        x = layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(x)
-    elif include_preprocessing:
-        # The scaling in two quantized steps (x / 127.5 in [0, 2], then - 1): an int8 MUL and ADD,
-        # where one Rescaling would leave both in float between the two quantizers.
-        x = quantize.ActivationQuantizer(quant, fixed_range=(0.0, 255.0), name="pixels_quant")(x)
-        x = layers.Rescaling(1 / 127.5, name="rescale")(x)
-        x = quantize.ActivationQuantizer(quant, fixed_range=(0.0, 2.0), name="rescale_quant")(x)
-        x = layers.Rescaling(1.0, offset=-1.0, name="recenter")(x)
-    if quant is not None:
-        x = quantize.ActivationQuantizer(quant, fixed_range=(-1.0, 1.0), name="input_quant")(x)
-    return inputs, x
+    if opts.include_preprocessing and opts.quant is None:
+        x = layers.Rescaling(_uniform(scale), offset=_uniform(offset), name="rescale")(x)
+    elif opts.include_preprocessing:
+        x = quantize.ActivationQuantizer(opts.quant, fixed_range=(0.0, 255.0), name="pixels_quant")(x)
+        x = layers.Rescaling(_uniform(scale), name="rescale")(x)
+        x = quantize.ActivationQuantizer(opts.quant, fixed_range=(0.0, 1.0 / min(std)), name="rescale_quant")(x)
+        x = layers.Rescaling(1.0, offset=_uniform(offset), name="recenter")(x)
+    elif (tuple(mean), tuple(std)) != (Options.mean, Options.std):
+        # [-1, 1] -> (x + 1) / 2 in 0-1 units -> minus the mean, over the std.
+        x = quantized(x, "pixels_quant", opts, fixed_range=(-1.0, 1.0))
+        x = layers.Rescaling(_uniform([0.5 / s for s in std]), offset=_uniform([(0.5 - m) / s for m, s in zip(mean, std)]),
+                             name="normalize")(x)
+    return inputs, quantized(x, "input_quant", opts, fixed_range=(low, high))

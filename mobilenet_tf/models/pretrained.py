@@ -1,4 +1,4 @@
-"""Starting weights from keras.applications' ImageNet weight files."""
+"""Starting weights: keras.applications' ImageNet weight files, or timm's checkpoints (`timm_weights`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,24 @@ class PretrainedError(UserError, OSError):
     """keras.applications' weight file could not be fetched; the message names the file."""
 
 
-def load_pretrained(model: keras.Model, name: str, alpha: float, source: str, minimalistic: bool = False) -> None:
+def load_pretrained(model: keras.Model, model_cfg, source: str) -> str:
+    """Fill `model` (built from `model_cfg`, a `config.ModelConfig`) from `source`: a timm checkpoint
+    (a Hub id or a folder, see `timm_archs`) or keras.applications' weights (`load_applications`).
+    Returns what filled it, for the log: "timm's <architecture>" or "keras.applications'".
+    """
+    from mobilenet_tf.models import timm_archs
+
+    if timm_archs.is_timm_source(source):
+        from mobilenet_tf.models.timm_weights import load_timm
+
+        checkpoint = timm_archs.resolve(source)
+        load_timm(model, model_cfg, checkpoint)
+        return f"timm's {checkpoint.architecture}"
+    load_applications(model, model_cfg.name, model_cfg.alpha, source, model_cfg.minimalistic)
+    return "keras.applications'"
+
+
+def load_applications(model: keras.Model, name: str, alpha: float, source: str, minimalistic: bool = False) -> None:
     """Fill `model` from keras.applications' ImageNet weights, copied by layer name.
 
     `source` is "imagenet" (keras.applications fetches the file with keras.utils.get_file, or

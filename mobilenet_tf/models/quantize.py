@@ -118,6 +118,39 @@ class QuantHardSigmoid(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("mobilenet_tf")
+class QuantBatchNormalization(layers.BatchNormalization):
+    """A batch norm with no convolution before it to fold into (MobileNet V4's attention blocks), as
+    TFLite's int8 ops run it at inference: `x * scale` (an int8 MUL, its product fake-quantized over
+    a learned range) `+ offset` (an int8 ADD; the caller quantizes the sum). While it trains it
+    normalizes with the batch's statistics, as batch norm does, and the product's range follows
+    the moving statistics'."""
+
+    def __init__(self, *args, scheme: QuantScheme = QuantScheme(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scheme = scheme
+        self.product = ActivationQuantizer(scheme, name="product_quant")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.product.build(input_shape)
+
+    def call(self, inputs, training=None, mask=None):
+        scale = self.gamma * tf.math.rsqrt(self.moving_variance + self.epsilon)
+        offset = self.beta - self.moving_mean * scale
+        if training and self.trainable:
+            self.product(inputs * scale, training=True)  # learns the range; the output normalizes by the batch
+            return super().call(inputs, training=True, mask=mask)
+        return self.product(inputs * scale) + offset
+
+    def get_config(self):
+        return {**super().get_config(), "scheme": dataclasses.asdict(self.scheme)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "scheme": QuantScheme(**config["scheme"])})
+
+
+@keras.saving.register_keras_serializable("mobilenet_tf")
 class FoldedBatchNormalization(layers.BatchNormalization):
     """A batch norm folded into the convolution before it (`QuantConv2D`, `QuantDepthwiseConv2D`):
     it keeps its name and weights, which that convolution reads and updates, and passes its input
