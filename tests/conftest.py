@@ -12,6 +12,13 @@ import shutil
 
 import pytest
 
+try:
+    # timm (the `timm` extra, test_timm.py's peer) before TensorFlow: torch's triton, which timm's
+    # torchvision loads, crashes the process (SIGSEGV in its LLVM) when it loads after TensorFlow.
+    import timm  # noqa: F401
+except ImportError:
+    pass
+
 
 def shared_dir(basetemp):
     """The folder every process of this pytest run sees: `basetemp` itself, or under pytest-xdist
