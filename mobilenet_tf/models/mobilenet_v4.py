@@ -200,6 +200,15 @@ class AttentionLogits(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("mobilenet_tf")
+class AttentionSoftmax(layers.Layer):
+    """Softmax over the keys: Keras' Softmax computes the same but warns whenever there is one key
+    (a small input's downsampled 7x7 stage), which is no mistake here."""
+
+    def call(self, inputs):
+        return tf.nn.softmax(inputs, axis=-1)
+
+
+@keras.saving.register_keras_serializable("mobilenet_tf")
 class AttentionValues(layers.Layer):
     """Multi-query attention's output: the attention weights [B, H x W x heads, h x w] times the
     one shared value [B, h, w, value_dim], as [B, H, W, heads x value_dim] (head-major channels)."""
@@ -307,8 +316,8 @@ def _mobile_mqa(x, block, filters, prefix, opts, drop_rate, act="relu", layer_sc
     queries = layers.Rescaling(block.key_dim ** -0.5, name=f"{prefix}query_scale")(queries)
     queries = quantized(queries, f"{prefix}query_scale_quant", opts)
     logits = AttentionLogits(block.heads, name=f"{prefix}attention_logits")([queries, shared("key")])
-    weights = layers.Softmax(name=f"{prefix}attention_softmax")(quantized(logits, f"{prefix}attention_logits_quant",
-                                                                          opts))
+    weights = AttentionSoftmax(name=f"{prefix}attention_softmax")(quantized(logits, f"{prefix}attention_logits_quant",
+                                                                            opts))
     weights = quantized(weights, f"{prefix}attention_softmax_quant", opts, fixed_range=(0.0, 1.0))
     heads = AttentionValues(*x.shape[1:3], name=f"{prefix}attention")([weights, shared("value")])
     x = projection(quantized(heads, f"{prefix}attention_quant", opts), filters, "output")
