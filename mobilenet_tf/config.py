@@ -76,10 +76,10 @@ class DataConfig:
     crop_area_range: tuple[float, float] = (0.08, 1.0)
     crop_aspect_range: tuple[float, float] = (3 / 4, 4 / 3)
     random_flip: bool = True
-    # Evaluation (and serving): central crop of this fraction of the shorter side, then resize
-    # (preprocess.INTERPOLATIONS: bilinear, or bicubic as timm's checkpoints were evaluated).
+    # Evaluation (and serving): central crop of this fraction of the shorter side, and how it is
+    # cropped and resized (preprocess.EVAL_TRANSFORMS: ours, or timm's for its checkpoints).
     eval_crop_fraction: float = 0.875
-    eval_interpolation: str = "bilinear"
+    eval_transform: str = "crop_bilinear"
     shuffle_buffer: int = 10_000
     cache: bool = False  # keep the encoded records in memory (small data sets)
     # Optional Keras 3 augmentations: RandAugment per image (ops per image, magnitude 0..1), then

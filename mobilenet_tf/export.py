@@ -79,7 +79,7 @@ def header_size(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def checked_eval_pixels(encoded, image_size, crop_fraction: float, max_pixels: int,
-                        interpolation: str = "bilinear") -> tf.Tensor:
+                        transform: str = "crop_bilinear") -> tf.Tensor:
     """`preprocess.eval_pixels` of `encoded`, after refusing (InvalidArgumentError), from the header
     alone, bytes that are not an image and images of more than `max_pixels` pixels."""
     size = header_size(encoded)
@@ -92,13 +92,13 @@ def checked_eval_pixels(encoded, image_size, crop_fraction: float, max_pixels: i
     ]
     with tf.control_dependencies(checks):
         encoded = tf.identity(encoded)
-    return preprocess.eval_pixels(encoded, image_size, crop_fraction, interpolation)
+    return preprocess.eval_pixels(encoded, image_size, crop_fraction, transform)
 
 
-def batch_pixels(images, image_size, crop_fraction: float, max_pixels: int, interpolation: str = "bilinear"):
+def batch_pixels(images, image_size, crop_fraction: float, max_pixels: int, transform: str = "crop_bilinear"):
     """float32 [n, H, W, 3] 0-255 of a 1-D tf.string batch, each image through `checked_eval_pixels`."""
     return tf.map_fn(
-        lambda encoded: checked_eval_pixels(encoded, image_size, crop_fraction, max_pixels, interpolation),
+        lambda encoded: checked_eval_pixels(encoded, image_size, crop_fraction, max_pixels, transform),
         images,
         fn_output_signature=tf.TensorSpec([*image_size, 3], tf.float32),
     )
@@ -108,14 +108,14 @@ class Servable(tf.Module):
     """The serving signatures around a 0-255 model."""
 
     def __init__(self, model: keras.Model, class_names, image_size, crop_fraction: float, top_k: int,
-                 labels_path: str, max_pixels: int, interpolation: str = "bilinear"):
+                 labels_path: str, max_pixels: int, transform: str = "crop_bilinear"):
         super().__init__()
         self.model = model
         self.labels = tf.saved_model.Asset(labels_path)
         self._class_names = tf.constant(list(class_names))
         self._image_size = tuple(image_size)
         self._crop_fraction = crop_fraction
-        self._interpolation = interpolation
+        self._transform = transform
         self._top_k = min(top_k, len(class_names))
         self._max_pixels = max_pixels
 
@@ -132,7 +132,7 @@ class Servable(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_bytes(self, images):
         return self._outputs(batch_pixels(images, self._image_size, self._crop_fraction, self._max_pixels,
-                                          self._interpolation))
+                                          self._transform))
 
     @tf.function
     def serve_pixels(self, pixels):
@@ -149,9 +149,10 @@ def write_sidecar(directory: str, cfg: Config, **info) -> None:
         "model": cfg.model.describe(),
         "image_size": list(cfg.model.image_size),
         "crop_fraction": cfg.data.eval_crop_fraction,
-        "interpolation": cfg.data.eval_interpolation,
-        "input": "RGB pixels 0-255: center crop of crop_fraction of the shorter side, resize to image_size "
-                 "(interpolation)",
+        "transform": cfg.data.eval_transform,
+        "input": "RGB pixels 0-255, cropped and resized to image_size by transform: crop_bilinear, the central "
+                 "crop_fraction of the shorter side, bilinear resize; timm_bicubic/timm_bilinear, timm's: the shorter "
+                 "side resized to image_size / crop_fraction, then the central crop",
         **info,
     }
     write_atomic(os.path.join(directory, LABELS_FILE), labels_text(cfg.model.class_names))
@@ -231,7 +232,7 @@ def export_saved_model(model: keras.Model, cfg: Config, export_base: str, versio
         with open(labels_path, "w") as f:
             f.write(labels_text(class_names))
         servable = Servable(exported, class_names, cfg.model.image_size, cfg.data.eval_crop_fraction,
-                            cfg.export.top_k, labels_path, cfg.export.max_pixels, cfg.data.eval_interpolation)
+                            cfg.export.top_k, labels_path, cfg.export.max_pixels, cfg.data.eval_transform)
         pixels_spec = tf.TensorSpec([None, *cfg.model.image_size, 3], tf.float32, name="pixels")
         saved = os.path.join(tmp, "saved_model")
         tf.saved_model.save(

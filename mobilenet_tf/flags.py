@@ -470,7 +470,7 @@ def pretrained_run_config(source: str, model_dir: str) -> config.Config:
         model=config.ModelConfig(**checkpoint.model, num_classes=checkpoint.num_classes,
                                  class_names=checkpoint.class_names),
         data=config.DataConfig(dataset="", eval_crop_fraction=checkpoint.eval_crop_fraction,
-                               eval_interpolation=checkpoint.eval_interpolation),
+                               eval_transform=checkpoint.eval_transform),
         train=config.TrainConfig(model_dir=model_dir, pretrained=source),
     )
 

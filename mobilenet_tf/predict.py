@@ -46,10 +46,10 @@ class SavedModelClassifier(Classifier):
 class _PixelClassifier(Classifier):
     """Decodes and preprocesses in TensorFlow, then runs `self._model` on 0-255 pixels."""
 
-    def __init__(self, image_size, crop_fraction: float, max_pixels: int, interpolation: str = "bilinear"):
+    def __init__(self, image_size, crop_fraction: float, max_pixels: int, transform: str = "crop_bilinear"):
         self.image_size = tuple(image_size)
         self._pixels = tf.function(
-            lambda images: export.batch_pixels(images, self.image_size, crop_fraction, max_pixels, interpolation),
+            lambda images: export.batch_pixels(images, self.image_size, crop_fraction, max_pixels, transform),
             input_signature=[tf.TensorSpec([None], tf.string)],
         )
 
@@ -66,7 +66,7 @@ class _SidecarClassifier(_PixelClassifier):
         self.path = path
         self._model = open_model(path)
         super().__init__(self._model.image_size, info["crop_fraction"], config.ExportConfig().max_pixels,
-                         info.get("interpolation", "bilinear"))
+                         info.get("transform", "crop_bilinear"))
 
 
 class TFLiteClassifier(_SidecarClassifier):
@@ -105,7 +105,7 @@ class CheckpointClassifier(_PixelClassifier):
         serving = export.serving_model(model, cfg)
         self._model = tf.function(lambda pixels: serving(pixels, training=False))
         super().__init__(cfg.model.image_size, cfg.data.eval_crop_fraction, cfg.export.max_pixels,
-                         cfg.data.eval_interpolation)
+                         cfg.data.eval_transform)
 
 
 def load(path: str, *, ema: bool = True, num_threads: int | None = None, providers=None) -> Classifier:

@@ -1,7 +1,7 @@
 """TFLite models of an export (float32, float16, dynamic-range, full-integer int8) and a LiteRT runner.
 
 Every model takes RGB pixels 0-255, [1, H, W, 3], preprocessed as evaluation does (center crop of
-`crop_fraction`, resize with `interpolation`; `model_info.json` beside the models says which), and normalizes
+`crop_fraction` and `transform`; `model_info.json` beside the models says which), and normalizes
 inside. `int8` is full-integer: uint8 input (the raw pixel: scale 1, zero point 0), int8 weights
 and activations, float32 probabilities out; it is calibrated on training images, or, for a
 quantization-aware run, converted from the ranges that training learned. They run through
@@ -40,7 +40,7 @@ def representative_pixels(info: tfrecord.DatasetInfo, cfg: Config, count: int, s
     ds = ds.map(lambda record: info.parse(record)[0])
     ds = ds.shuffle(min(info.counts["train"], 10_000), seed=seed).take(count)
     ds = ds.map(lambda encoded: preprocess.eval_pixels(encoded, cfg.model.image_size, cfg.data.eval_crop_fraction,
-                                                                 cfg.data.eval_interpolation))
+                                                                 cfg.data.eval_transform))
     return np.concatenate(list(ds.batch(64).as_numpy_iterator()))
 
 

@@ -39,7 +39,7 @@ def locked(path, mode):
 
 # The modules that take minutes in CI (pytest --durations), longest first. Under pytest-xdist each
 # module runs in one process; starting the long ones first lets the two processes end together.
-LONG_MODULES = ("test_faults.py", "test_qat.py", "test_training.py", "test_docs.py", "test_qat_recipe.py",
+LONG_MODULES = ("test_faults.py", "test_qat.py", "test_timm.py", "test_training.py", "test_docs.py", "test_qat_recipe.py",
                 "test_sources.py", "test_multi_worker_faults.py", "test_distill.py")
 
 

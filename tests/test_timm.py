@@ -144,7 +144,7 @@ def test_export_pretrained_writes_a_run_and_its_exports(checkpoints, tmp_path):
     written = json.loads(result.stdout.strip().splitlines()[-1])
     cfg = config.load(str(run_dir))
     assert cfg.model.name == "mobilenet_v4_conv_small" and cfg.model.layout == "timm"
-    assert cfg.model.image_size == (224, 224) and cfg.data.eval_interpolation == "bicubic"
+    assert cfg.model.image_size == (224, 224) and cfg.data.eval_transform == "timm_bicubic"
     assert len(cfg.model.class_names) == 1000 and cfg.model.class_names[:2] == ("tench", "goldfish")
 
     pixels = np.random.default_rng(3).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)

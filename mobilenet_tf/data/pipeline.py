@@ -143,7 +143,7 @@ def _eval_dataset(info, data, split, image_size, batch_size, replicas_per_pipeli
     if data.cache:
         ds = ds.cache()
     ds = ds.map(
-        lambda encoded, label: (preprocess.eval_image(encoded, image_size, data.eval_crop_fraction, data.eval_interpolation), label),
+        lambda encoded, label: (preprocess.eval_image(encoded, image_size, data.eval_crop_fraction, data.eval_transform), label),
         num_parallel_calls=AUTOTUNE,
     )
     if data.skip_bad_records:  # the padding below fills in for dropped examples (label -1: not counted)

@@ -89,18 +89,41 @@ def inception_window(shape, seed, area_range, aspect_range, fallback_fraction=0.
     return tuple(tf.where(failed, c, s) for c, s in zip(center, (begin[0], begin[1], size[0], size[1])))
 
 
-INTERPOLATIONS = ("bilinear", "bicubic")
+# How evaluation (and serving) turns an image into the model's pixels (`DataConfig.eval_transform`):
+# "crop_bilinear", the TF/TPU ImageNet reference's (the central `crop_fraction` of the shorter side,
+# bilinear resize), or timm's (and torchvision's) transform, "timm_bicubic" or "timm_bilinear" (the
+# shorter side resized to floor(size / crop_fraction) as PIL resizes, antialiased, then the central
+# crop), what timm's checkpoints were evaluated with.
+EVAL_TRANSFORMS = ("crop_bilinear", "timm_bicubic", "timm_bilinear")
 
 
-def resize(image: tf.Tensor, image_size, method: str = "bilinear") -> tf.Tensor:
-    """float32 [H, W, 3] in 0..255: bilinear (as the reference trainers), or bicubic, antialiased and
-    clipped to 0..255 as PIL's resize of timm's evaluation transform (what timm's checkpoints were
-    evaluated with)."""
-    image = tf.cast(image, tf.float32)
-    if method == "bicubic":
-        return tf.clip_by_value(tf.image.resize(image, image_size, method="bicubic", antialias=True), 0.0, 255.0)
+def resize(image: tf.Tensor, image_size) -> tf.Tensor:
+    """float32 [H, W, 3] in 0..255, bilinear (as the reference trainers)."""
     # The same pixels as resizing the uint8 image, but TensorFlow's float kernel is ~1.6x faster.
-    return tf.image.resize(image, image_size, method="bilinear")
+    return tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+
+
+def timm_eval_pixels(encoded, image_size, crop_fraction, method) -> tf.Tensor:
+    """timm's evaluation pixels, float32 0..255: the image resized (antialiased `method`, as PIL
+    resizes) so that its shorter side is floor(size / crop_fraction) (torchvision's Resize: the
+    longer side in proportion, rounded down; a non-square size: both sides), then the central
+    crop (torchvision's CenterCrop: offsets rounded)."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    height, width = tf.unstack(tf.shape(image)[:2])
+    out_h, out_w = image_size
+    if out_h == out_w:
+        scale = int(out_h / crop_fraction)
+        short, long = tf.minimum(height, width), tf.maximum(height, width)
+        scaled_long = tf.cast(scale * tf.cast(long, tf.float64) / tf.cast(short, tf.float64), tf.int32)
+        new_h, new_w = tf.where(height <= width, scale, scaled_long), tf.where(height <= width, scaled_long, scale)
+    else:
+        new_h, new_w = tf.constant(int(out_h / crop_fraction)), tf.constant(int(out_w / crop_fraction))
+    resized = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method=method, antialias=True)
+    # torchvision rounds half to even, as Python's round() and tf.round do.
+    top = tf.cast(tf.round(tf.cast(new_h - out_h, tf.float32) / 2), tf.int32)
+    left = tf.cast(tf.round(tf.cast(new_w - out_w, tf.float32) / 2), tf.int32)
+    return tf.clip_by_value(resized[top:top + out_h, left:left + out_w], 0.0, 255.0)
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -130,12 +153,15 @@ def train_image(encoded, seed, image_size, data) -> tf.Tensor:
     return normalize(image)
 
 
-def eval_pixels(encoded, image_size, crop_fraction, interpolation="bilinear") -> tf.Tensor:
-    """Evaluation pixels in 0..255 (float32): center crop, resize. Serving uses exactly this."""
+def eval_pixels(encoded, image_size, crop_fraction, transform="crop_bilinear") -> tf.Tensor:
+    """Evaluation pixels in 0..255 (float32) by `transform` (EVAL_TRANSFORMS). Serving uses exactly
+    this."""
+    if transform != "crop_bilinear":
+        return timm_eval_pixels(encoded, image_size, crop_fraction, transform.removeprefix("timm_"))
     image = decode_window(encoded, lambda shape: center_window(shape, crop_fraction), image_size)
-    return resize(image, image_size, interpolation)
+    return resize(image, image_size)
 
 
-def eval_image(encoded, image_size, crop_fraction, interpolation="bilinear") -> tf.Tensor:
+def eval_image(encoded, image_size, crop_fraction, transform="crop_bilinear") -> tf.Tensor:
     """Evaluation pixels in [-1, 1]."""
-    return normalize(eval_pixels(encoded, image_size, crop_fraction, interpolation))
+    return normalize(eval_pixels(encoded, image_size, crop_fraction, transform))

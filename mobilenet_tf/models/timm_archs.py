@@ -73,7 +73,7 @@ class TimmCheckpoint:
       architecture: timm's name of the network.
       num_classes: the classifier's size.
       model: ModelConfig fields (the architecture's, input size, mean and std).
-      eval_crop_fraction, eval_interpolation: timm's evaluation transform for it.
+      eval_crop_fraction, eval_transform: timm's evaluation transform for it (`preprocess.EVAL_TRANSFORMS`).
       class_names: one per class (ImageNet-1k's names for a 1000-class checkpoint).
     """
 
@@ -83,7 +83,7 @@ class TimmCheckpoint:
     num_classes: int
     model: dict
     eval_crop_fraction: float
-    eval_interpolation: str
+    eval_transform: str
     class_names: tuple[str, ...]
 
     @property
@@ -132,7 +132,7 @@ def resolve(source: str) -> TimmCheckpoint:
     return TimmCheckpoint(
         source=source, directory=directory, architecture=architecture, num_classes=num_classes, model=model,
         eval_crop_fraction=float(pretrained.get("crop_pct", 0.875)),
-        eval_interpolation="bicubic" if pretrained.get("interpolation", "bicubic") == "bicubic" else "bilinear",
+        eval_transform="timm_bicubic" if pretrained.get("interpolation", "bicubic") == "bicubic" else "timm_bilinear",
         class_names=class_names(hf_config.get("label_names"), num_classes),
     )
 
