@@ -89,7 +89,8 @@ PEERS = {"mobilenet_v1": keras.applications.MobileNet, "mobilenet_v2": keras.app
          "mobilenet_v3_small": keras.applications.MobileNetV3Small}
 SHORT = {"mobilenet_v1": "v1", "mobilenet_v2": "v2", "mobilenet_v3_large": "v3_large", "mobilenet_v3_small": "v3_small",
          "mobilenet_v4_conv_small": "v4_conv_s", "mobilenet_v4_conv_medium": "v4_conv_m",
-         "mobilenet_v4_conv_large": "v4_conv_l"}
+         "mobilenet_v4_conv_large": "v4_conv_l", "mobilenet_v4_hybrid_medium": "v4_hybrid_m",
+         "mobilenet_v4_hybrid_large": "v4_hybrid_l"}
 
 
 def prepare(name: str, tmp: str, rng, calibration: int):

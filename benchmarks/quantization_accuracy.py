@@ -18,7 +18,7 @@ agreement with float (share of images with the same top-1). `qat_float` is what 
 own evaluation measured (its fake-quantized twin). The last line is JSON.
 
 Cases: `digits_*` are the recipe (25 epochs) with each model at width 1.0 (V1, V2, V3-Large,
-V3-Small, V4-Conv-S, V4-Conv-M); `hard_*` the undertrained ones of docs/quantization.md (10
+V3-Small, V4-Conv-S, V4-Conv-M, V4-Hybrid-M, V4-Hybrid-L); `hard_*` the undertrained ones of docs/quantization.md (10
 epochs, small widths: V1-0.25, V2-0.35, V3-Large-0.5, V3-Small-0.5, V4-Conv-S-0.5, V4-Conv-M-0.5).
 This is not ImageNet: 8x8 digits upscaled to 32x32.
 """
@@ -52,6 +52,8 @@ CASES = {
     "digits_v3_small": ("mobilenet_v3_small", 1.0, 25),
     "digits_v4_small": ("mobilenet_v4_conv_small", 1.0, 25),
     "digits_v4_medium": ("mobilenet_v4_conv_medium", 1.0, 25),
+    "digits_v4_hybrid_medium": ("mobilenet_v4_hybrid_medium", 1.0, 25),
+    "digits_v4_hybrid_large": ("mobilenet_v4_hybrid_large", 1.0, 25),
     "hard_v1": ("mobilenet_v1", 0.25, 10),
     "hard_v2": ("mobilenet_v2", 0.35, 10),
     "hard_v3_large": ("mobilenet_v3_large", 0.5, 10),

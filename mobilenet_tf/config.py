@@ -153,6 +153,7 @@ class ExportConfig:
     onnx: bool = False  # <export_dir>/onnx/model.onnx
     onnx_opset: int = 17
     onnx_nchw: bool = False  # input [batch, 3, H, W] instead of [batch, H, W, 3]
+    keras: bool = False  # <export_dir>/keras/model.keras
 
 
 @dataclasses.dataclass(frozen=True)

@@ -139,6 +139,46 @@ class Servable(tf.Module):
         return self._outputs(tf.cast(pixels, tf.float32))
 
 
+KERAS_DIR = "keras"
+
+
+def portable(model: keras.Model) -> keras.Model:
+    """`model` with Keras' own layers where ours differ only while training: Keras'
+    BatchNormalization for ours (fused, replica-averaged) and no stochastic depth (the identity at
+    inference). The same outputs; a `.keras` file of it loads in a Keras without this package
+    unless it has layers of ours that compute (V4-Hybrid's attention and layer scale, the
+    quantization-aware twin's quantizers)."""
+    from mobilenet_tf.models.layers import BatchNormalization
+    from mobilenet_tf.models.mobilenet_v4 import StochasticDepth
+
+    def clone(layer):
+        if type(layer) is BatchNormalization:
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        if isinstance(layer, StochasticDepth):
+            return keras.layers.Identity(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy_weights(model, copy)
+    return copy
+
+
+def write_keras(model: keras.Model, cfg: Config, export_base: str) -> str:
+    """Write `<export_base>/keras/model.keras` (`portable` 0-255 model, through a temporary name)
+    with labels.txt and model_info.json beside it; its path."""
+    directory = os.path.join(export_base, KERAS_DIR)
+    write_sidecar(directory, cfg)
+    path = os.path.join(directory, "model.keras")
+    tmp = os.path.join(directory, f".model-{os.getpid()}.keras")  # Keras writes only to *.keras
+    try:
+        portable(serving_model(model, cfg)).save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def write_sidecar(directory: str, cfg: Config, **info) -> None:
     """labels.txt (one class name per line) and model_info.json (input size, crop and what `info`
     adds) in `directory`: what every pixel-model format (TFLite, ONNX) ships beside its file."""

@@ -349,6 +349,8 @@ def define_export_flags() -> None:
     flags.DEFINE_boolean("onnx", False, "Also write <export_dir>/onnx/model.onnx (needs pip install -e .[onnx]).")
     flags.DEFINE_integer("onnx_opset", 17, "ONNX opset (tf2onnx 1.17.0 converts 13 to 18).")
     flags.DEFINE_boolean("onnx_nchw", False, "ONNX input [batch, 3, H, W] (TensorRT, OpenCV) instead of NHWC.")
+    flags.DEFINE_boolean("keras", False, "Also write <export_dir>/keras/model.keras, the 0-255 Keras model "
+                         "(keras.saving.load_model after import mobilenet_tf, or mobilenet_tf.load_model).")
     flags.DEFINE_float("max_megapixels", None, "Serving refuses images with more pixels, before decoding them "
                        "(default 50).")
     flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
@@ -432,7 +434,7 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
         raise FlagError(f"--tflite={','.join(FLAGS.tflite)}: unknown {', '.join(unknown)}; use any of "
                         f"{','.join(config.TFLITE_MODES)}")
     fields = {"export_dir": FLAGS.export_dir or os.path.join(model_dir, "export"), "tflite": modes,
-              "onnx": FLAGS.onnx, "onnx_opset": FLAGS.onnx_opset, "onnx_nchw": FLAGS.onnx_nchw}
+              "onnx": FLAGS.onnx, "onnx_opset": FLAGS.onnx_opset, "onnx_nchw": FLAGS.onnx_nchw, "keras": FLAGS.keras}
     if FLAGS.onnx or FLAGS["onnx_opset"].present or FLAGS.onnx_nchw:
         check_onnx(FLAGS.onnx_opset)
     if FLAGS.representative_examples is not None:

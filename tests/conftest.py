@@ -15,7 +15,7 @@ import pytest
 try:
     # timm (the `timm` extra, test_timm.py's peer) before TensorFlow: torch's triton, which timm's
     # torchvision loads, crashes the process (SIGSEGV in its LLVM) when it loads after TensorFlow.
-    import timm  # noqa: F401
+    import timm  # noqa: F401  (imported for its side effect: loaded first)
 except ImportError:
     pass
 

@@ -15,7 +15,7 @@ from clis import REPO, env_for, runnable_blocks
 
 # Blocks another test runs as written, asserting their numbers too: not run twice.
 RUN_ELSEWHERE = {"docs/quantization.md": "test_qat_recipe.py::test_digits_recipe_qat_int8_matches_float"}
-PAGES = ["README.md", "docs/weights.md", "docs/training.md", "docs/data.md", "docs/quantization.md", "docs/serving.md",
+PAGES = ["README.md", "docs/weights.md", "docs/python.md", "docs/training.md", "docs/data.md", "docs/quantization.md", "docs/serving.md",
          "docs/performance.md", "docs/architecture.md", "docs/slurm.md", "docs/kubernetes.md"]
 # A demo command serves until stopped: run it in the background, wait for its page, stop it.
 DEMO = r'''mobilenet-demo() {

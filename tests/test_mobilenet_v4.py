@@ -155,9 +155,12 @@ def test_quantized_twin_converts_to_integer_only_tflite():
     assert "FULLY_CONNECTED" in names
 
 
-def test_onnx_matches_keras(tmp_path):
-    model = build_model("mobilenet_v4_conv_small", image_size=64, num_classes=10, include_preprocessing=True)
-    random_weights(model, "mobilenet_v4_conv_small", seed=5)
+@pytest.mark.parametrize("name", ["mobilenet_v4_conv_small", "mobilenet_v4_hybrid_medium"])
+def test_onnx_matches_keras(name, tmp_path):
+    """ONNX Runtime gives Keras' probabilities, the hybrid's attention (batch matmuls, softmax,
+    reshapes) included."""
+    model = build_model(name, image_size=64, num_classes=10, include_preprocessing=True)
+    random_weights(model, name, seed=5)
     pixels = np.random.default_rng(1).uniform(0, 255, (5, 64, 64, 3)).astype(np.float32)
     expected = model(pixels, training=False).numpy()
     assert_input_dependent(expected)

@@ -5,7 +5,6 @@ checkpoint that does not fit is refused naming the tensor; the commands take a c
 --pretrained`), and refuse what cannot work in one line."""
 
 import json
-import os
 import signal
 
 import keras
@@ -120,17 +119,6 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_tensor(change, mes
         load_timm(model, model_cfg, timm_archs.resolve(str(_rewritten(folder, tmp_path, change))))
     for weight, value in zip(model.weights, before):  # never a partial load
         np.testing.assert_array_equal(weight.numpy(), value)
-
-
-def test_onnx_of_a_hybrid_matches_keras(checkpoints, tmp_path):
-    folder, _ = checkpoints("mobilenetv4_hybrid_medium")
-    model, _ = loaded(folder, 64)
-    pixels = np.random.default_rng(2).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
-    expected = model(pixels, training=False).numpy()
-    assert_input_dependent(expected)
-    path = tmp_path / "model.onnx"
-    path.write_bytes(onnx_export.convert(model, (64, 64)).SerializeToString())
-    np.testing.assert_allclose(onnx_export.OnnxModel(str(path))(pixels), expected, rtol=0, atol=1e-4)
 
 
 def test_export_pretrained_writes_a_run_and_its_exports(checkpoints, tmp_path):

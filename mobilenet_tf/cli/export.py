@@ -9,7 +9,8 @@ files written in one line (with --json, as JSON).
 
     mobilenet-export --pretrained=timm/mobilenetv4_conv_small.e2400_r224_in1k --model_dir=runs/v4s
 
-first writes runs/v4s as a run of that checkpoint (its ckpt-0 and config.json), then its exports.
+first writes runs/v4s as a run of that checkpoint (its ckpt-0 and config.json), then its exports;
+--keras adds export/keras/model.keras.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def main(argv):
             written["onnx"] = onnx_export.write_model(model, cfg, cfg.export.export_dir, cfg.export.onnx_opset,
                                                       cfg.export.onnx_nchw)
             print(f"ONNX {written['onnx']}", flush=True)
-    files = [written["saved_model"], *written.get("tflite", {}).values(), *([written["onnx"]] if "onnx" in written else [])]
+        if cfg.export.keras:
+            written["keras"] = export.write_keras(model, cfg, cfg.export.export_dir)
+            print(f"Keras {written['keras']}", flush=True)
+    files = [written["saved_model"], *written.get("tflite", {}).values(),
+             *(written[form] for form in ("onnx", "keras") if form in written)]
     print(json.dumps(written) if flags.FLAGS.json else f"exported {len(files)}: {' '.join(files)}", flush=True)
 
 

@@ -46,5 +46,6 @@ MIN_IMAGE_SIZE = 32
 
 # The classifier layers: re-initialized when the class count changes, trained while frozen.
 HEAD_LAYERS = ("conv_preds", "predictions", "logits")
-# The layers keras.applications builds only with the top: a `*_no_top*.h5` file has none of them.
-TOP_LAYERS = (*HEAD_LAYERS, "conv_2")
+# The layers built only with the top (V3's and V4's conv after the pooling too): a model without it,
+# or a `*_no_top*.h5` file of keras.applications, has none of them.
+TOP_LAYERS = (*HEAD_LAYERS, "conv_2", "conv_2_bn")

@@ -194,7 +194,7 @@ def count_macs(model):
     return total
 
 
-def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=False):
+def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=False, include_top=True):
     """`build_model` from a `config.ModelConfig` (num_classes already resolved).
 
     `weight_decay` overrides the config's L2 (the trainer passes 0 when AdamW decays weights).
@@ -202,7 +202,8 @@ def build_from_config(model_cfg, *, weight_decay=None, include_preprocessing=Fal
     m = model_cfg
     quant = quantize.QuantScheme(m.qat_freeze_bn_steps, m.qat_freeze_range_steps) if m.qat else None
     return build_model(
-        m.name, alpha=m.alpha, image_size=m.image_size, num_classes=m.num_classes, dropout=m.dropout,
+        m.name, alpha=m.alpha, image_size=m.image_size, num_classes=m.num_classes, include_top=include_top,
+        dropout=m.dropout,
         bn_momentum=m.bn_momentum, bn_epsilon=m.bn_epsilon,
         weight_decay=m.weight_decay if weight_decay is None else weight_decay,
         include_preprocessing=include_preprocessing, sync_bn=m.sync_bn, quant=quant, minimalistic=m.minimalistic,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mobilenet_tf.models import HEAD_LAYERS, quantize
+from mobilenet_tf.models import HEAD_LAYERS, TOP_LAYERS, quantize
 from mobilenet_tf.models.build import timm_layers
 from mobilenet_tf.models.mobilenet_v4 import LayerScale
 from mobilenet_tf.models.timm_archs import TimmCheckpoint, TimmError
@@ -42,9 +42,9 @@ def _short_name(weight) -> str:
 
 
 def load_timm(model: keras.Model, model_cfg, checkpoint: TimmCheckpoint) -> None:
-    """Fill `model` (built from `model_cfg`, float or its quantized twin) with `checkpoint`'s
-    tensors. The classifier is filled only when `model` has the checkpoint's classes; otherwise it
-    keeps its fresh initialization.
+    """Fill `model` (built from `model_cfg`, float or its quantized twin, with or without the top)
+    with `checkpoint`'s tensors. The classifier is filled only when `model` has the checkpoint's
+    classes; otherwise it keeps its fresh initialization.
 
     Every tensor must fill a weight and every weight be filled, at the same shape; otherwise
     nothing is assigned.
@@ -60,8 +60,12 @@ def load_timm(model: keras.Model, model_cfg, checkpoint: TimmCheckpoint) -> None
         tensors = load_file(path)
     except Exception as error:  # SafetensorError, OSError, a dtype numpy lacks
         raise TimmError(f"{path}: cannot read it ({str(error).splitlines()[0]}); fetch the checkpoint again") from None
+    present = {layer.name for layer in model.layers}
     new_head = model.output_shape[-1] != checkpoint.num_classes
     assignments, used = [], set()
+    for name in TOP_LAYERS:  # a model without the top: the checkpoint's are not wanted
+        if name not in present and name in names:
+            used.update(key for key in tensors if key.startswith(f"{names[name]}."))
     for layer in model.layers:
         weights = [w for w in layer.weights if _short_name(w) not in quantize.STATE_WEIGHTS]
         if not weights:
