@@ -56,7 +56,12 @@ PRESETS = {"mobilenet_v1": config.MOBILENET_V1_IMAGENET, "mobilenet_v2": config.
            "mobilenet_v3_large": config.MOBILENET_V3_LARGE_IMAGENET,
            "mobilenet_v3_small": config.MOBILENET_V3_SMALL_IMAGENET,
            "mobilenet_v4_conv_small": config.MOBILENET_V4_CONV_SMALL_IMAGENET,
-           "mobilenet_v4_conv_medium": config.MOBILENET_V4_CONV_MEDIUM_IMAGENET}
+           "mobilenet_v4_conv_medium": config.MOBILENET_V4_CONV_MEDIUM_IMAGENET,
+           # No recipe of record is ours for the hybrids: Conv-M's and Conv-L's, with the hybrid's network.
+           "mobilenet_v4_hybrid_medium": config.replace(config.MOBILENET_V4_CONV_MEDIUM_IMAGENET,
+                                                        model={"name": "mobilenet_v4_hybrid_medium"}),
+           "mobilenet_v4_hybrid_large": config.replace(config.MOBILENET_V4_CONV_LARGE_IMAGENET,
+                                                       model={"name": "mobilenet_v4_hybrid_large"})}
 # keras.applications' model of each family it has (V4: none).
 PEERS = {"mobilenet_v1": keras.applications.MobileNet, "mobilenet_v2": keras.applications.MobileNetV2,
          "mobilenet_v3_large": keras.applications.MobileNetV3Large,

@@ -64,6 +64,7 @@ def convert(model, image_size, opset: int = DEFAULT_OPSET, nchw: bool = False):
         first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
         raise OnnxError(f"tf2onnx could not convert this model to opset {opset}: {first}") from None
     _rename_output(proto, OUTPUT)
+    _erfc_as_erf(proto)
     _fuse_hard_activations(proto, opset)
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -78,6 +79,28 @@ def _rename_output(proto, name: str) -> None:
         node.output[:] = [name if out == old else out for out in node.output]
         node.input[:] = [name if inp == old else inp for inp in node.input]
     proto.graph.output[0].name = name
+
+
+def _erfc_as_erf(proto) -> None:
+    """TensorFlow's exact GELU (V4-Hybrid-L) is 0.5 x erfc(-x / sqrt 2), and ONNX has no Erfc: each
+    Erfc(x) becomes 1 - Erf(x), in place."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    if not any(node.op_type == "Erfc" for node in graph.node):
+        return
+    one = "erfc_one"
+    graph.initializer.append(numpy_helper.from_array(np.array(1.0, np.float32), one))
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Erfc":
+            nodes.append(node)
+            continue
+        erf = f"{node.name}_erf"
+        nodes += [helper.make_node("Erf", [node.input[0]], [erf], name=erf),
+                  helper.make_node("Sub", [one, erf], [node.output[0]], name=node.name)]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _fuse_hard_activations(proto, opset: int) -> None:
