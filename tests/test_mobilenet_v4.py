@@ -155,6 +155,28 @@ def test_quantized_twin_converts_to_integer_only_tflite():
     assert "FULLY_CONNECTED" in names
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v4_hybrid_medium", "mobilenet_v4_hybrid_large"])
+def test_hybrid_quantized_twin_runs_attention_on_int8(name):
+    """The hybrids' quantized twin converts to a TFLite model whose every op takes int8: the
+    attention's batch matmuls and softmax, its batch norm (a MUL and an ADD), layer scale and
+    Hybrid-L's exact GELU included."""
+    kwargs = dict(alpha=0.5, image_size=64, num_classes=10, dropout=0.0, include_preprocessing=True)
+    model = build_model(name, **kwargs)
+    random_weights(model, name, seed=6)
+    twin = build_model(name, **kwargs, quant=quantize.QuantScheme(freeze_bn_step=1))
+    copy_weights(model, twin)
+    pixels = np.random.default_rng(0).uniform(0, 255, (16, 64, 64, 3)).astype(np.float32)
+    for _ in range(4):
+        twin(pixels, training=True)
+    ops = tflite.op_types(tflite.convert(twin, (64, 64), ["int8"], quantized=True)["int8"])
+    names = [op for op, _ in ops]
+    assert ops[0] == ("QUANTIZE", "uint8") and ops[-1] == ("DEQUANTIZE", "int8")
+    assert all(dtype == "int8" for _, dtype in ops[1:]), sorted(set(ops))
+    attention = sum(layer.name.endswith("_attention") for layer in twin.layers)
+    assert attention == 8 and names.count("BATCH_MATMUL") == 2 * attention and names.count("SOFTMAX") == attention + 1
+    assert ("GELU" in names) == ("large" in name)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v4_conv_small", "mobilenet_v4_hybrid_medium", "mobilenet_v4_hybrid_large"])
 def test_onnx_matches_keras(name, tmp_path):
     """ONNX Runtime gives Keras' probabilities, the hybrids' attention (batch matmuls, softmax,

@@ -185,22 +185,21 @@ def test_finetune_from_a_checkpoint_resumes_exactly_after_sigkill(checkpoints, t
 
 
 @pytest.mark.slow
-def test_qat_from_a_hybrid_checkpoint_to_all_int8(checkpoints, tmp_path, cache_dir):
-    """--qat straight from a timm V4-Hybrid-M checkpoint (at 0.75 width, for time): the int8 TFLite
-    model runs every op, attention's batch matmuls and softmax included, on int8."""
-    folder, _ = checkpoints("mobilenetv4_hybrid_medium_075")
+def test_qat_from_a_checkpoint_to_all_int8(checkpoints, tmp_path, cache_dir):
+    """--qat straight from a timm checkpoint (V4-Conv-S at 0.5, for time; the hybrids' attention is
+    converted in test_mobilenet_v4.py): its int8 TFLite model runs every op on int8."""
+    folder, _ = checkpoints("mobilenetv4_conv_small_050")
     run_dir = tmp_path / "qat"
     trained = run("train", f"--pretrained={folder}", "--qat", "--image_size=32", "--epochs=1", "--batch_size=32",
                   f"--model_dir={run_dir}", "--log_steps=0", cache_dir=cache_dir)
     assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Initialized from timm's mobilenetv4_conv_small_050 weights" in trained.stderr
     exported = run("export", f"--model_dir={run_dir}", "--tflite=int8", "--json", cache_dir=cache_dir)
     assert exported.returncode == 0, exported.stderr[-3000:]
     path = json.loads(exported.stdout.strip().splitlines()[-1])["tflite"]["int8"]
     ops = tflite.op_types(open(path, "rb").read())
-    names = [name for name, _ in ops]
     assert ops[0] == ("QUANTIZE", "uint8") and ops[-1] == ("DEQUANTIZE", "int8")
     assert all(dtype == "int8" for _, dtype in ops[1:]), ops
-    assert names.count("BATCH_MATMUL") == 16 and names.count("SOFTMAX") == 9  # 8 attention blocks, the classifier
 
 
 def _train_args(*flags):
