@@ -154,6 +154,7 @@ class ExportConfig:
     onnx_opset: int = 17
     onnx_nchw: bool = False  # input [batch, 3, H, W] instead of [batch, H, W, 3]
     keras: bool = False  # <export_dir>/keras/model.keras
+    web: str = ""  # "int8" or "float32": <export_dir>/web/, a static page running that TFLite model
 
 
 @dataclasses.dataclass(frozen=True)

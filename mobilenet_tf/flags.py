@@ -351,6 +351,10 @@ def define_export_flags() -> None:
     flags.DEFINE_boolean("onnx_nchw", False, "ONNX input [batch, 3, H, W] (TensorRT, OpenCV) instead of NHWC.")
     flags.DEFINE_boolean("keras", False, "Also write <export_dir>/keras/model.keras, the 0-255 Keras model "
                          "(keras.saving.load_model after import mobilenet_tf, or mobilenet_tf.load_model).")
+    flags.DEFINE_boolean("web", False, "Also write <export_dir>/web/, a static page that classifies in the visitor's "
+                         "browser (LiteRT.js, WebAssembly; no server code, no network), with the TFLite model of "
+                         "--web_model.")
+    flags.DEFINE_enum("web_model", "int8", ["int8", "float32"], "The TFLite model the --web page runs.")
     flags.DEFINE_float("max_megapixels", None, "Serving refuses images with more pixels, before decoding them "
                        "(default 50).")
     flags.DEFINE_boolean("ema", True, "Use the moving average of the weights when the run kept one.")
@@ -429,12 +433,15 @@ def export_job_from_flags() -> tuple[str, str | None, config.Config, int | None]
             raise FlagError(f"--model_dir={model_dir}: no {config.CONFIG_FILE} (written by mobilenet-train)")
         cfg = config.load(model_dir)
     modes = tuple(dict.fromkeys(mode.strip() for mode in FLAGS.tflite if mode.strip()))
+    if FLAGS.web and FLAGS.web_model not in modes:  # the page's model is written in tflite/ too
+        modes += (FLAGS.web_model,)
     unknown = [mode for mode in modes if mode not in config.TFLITE_MODES]
     if unknown:
         raise FlagError(f"--tflite={','.join(FLAGS.tflite)}: unknown {', '.join(unknown)}; use any of "
                         f"{','.join(config.TFLITE_MODES)}")
     fields = {"export_dir": FLAGS.export_dir or os.path.join(model_dir, "export"), "tflite": modes,
-              "onnx": FLAGS.onnx, "onnx_opset": FLAGS.onnx_opset, "onnx_nchw": FLAGS.onnx_nchw, "keras": FLAGS.keras}
+              "onnx": FLAGS.onnx, "onnx_opset": FLAGS.onnx_opset, "onnx_nchw": FLAGS.onnx_nchw, "keras": FLAGS.keras,
+              "web": FLAGS.web_model if FLAGS.web else ""}
     if FLAGS.onnx or FLAGS["onnx_opset"].present or FLAGS.onnx_nchw:
         check_onnx(FLAGS.onnx_opset)
     if FLAGS.representative_examples is not None:

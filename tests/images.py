@@ -53,3 +53,14 @@ def held_out_pixels(cache_dir, image_size=(32, 32), count=None):
     records = tfrecord.read_info(materialize(str(cache_dir))).records("validation")
     encoded, labels = zip(*(records.take(count) if count else records).as_numpy_iterator())
     return np.stack([preprocess.eval_pixels(e, image_size, 1.0).numpy() for e in encoded]), np.array(labels)
+
+
+def held_out_files(cache_dir):
+    """(path, label) of every held-out digit PNG, in label then file order."""
+    import os
+
+    from mobilenet_tf.data.digits import materialize
+
+    root = os.path.join(materialize(str(cache_dir)), "val")
+    return [(os.path.join(root, label, name), int(label)) for label in sorted(os.listdir(root))
+            for name in sorted(os.listdir(os.path.join(root, label)))]

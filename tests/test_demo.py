@@ -23,6 +23,7 @@ from mobilenet_tf.data.digits import materialize
 
 from clis import REPO, chatter_in, cli, env_for, free_port, run
 from conftest import copy_of
+from images import held_out_files
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,18 +39,11 @@ def demo_run(tmp_path_factory, cache_dir, digits_run):
     return model_dir, scored
 
 
-def held_out(cache_dir):
-    """(path, label) of every held-out digit PNG."""
-    root = os.path.join(materialize(str(cache_dir)), "val")
-    return [(os.path.join(root, label, name), int(label)) for label in sorted(os.listdir(root))
-            for name in sorted(os.listdir(os.path.join(root, label)))]
-
-
 @pytest.fixture(scope="module")
 def answers(demo_run, cache_dir):
     """The export's own top class for each held-out digit (what the page must show)."""
     classifier = predict.load(str(demo_run[0] / "export"))
-    files = held_out(cache_dir)
+    files = held_out_files(cache_dir)
     probabilities = classifier.predict([open(path, "rb").read() for path, _ in files])
     return {path: (label, classifier.class_names[int(np.argmax(p))]) for (path, label), p in zip(files, probabilities)}
 

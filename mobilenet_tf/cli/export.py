@@ -10,7 +10,8 @@ files written in one line (with --json, as JSON).
     mobilenet-export --pretrained=timm/mobilenetv4_conv_small.e2400_r224_in1k --model_dir=runs/v4s
 
 first writes runs/v4s as a run of that checkpoint (its ckpt-0 and config.json), then its exports;
---keras adds export/keras/model.keras.
+--keras adds export/keras/model.keras, --web export/web/ (a static page running the int8 model, or
+--web_model=float32, in the browser).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main(argv):
     with cli.one_line_errors(COMMAND):
         model_dir, checkpoint_path, cfg, version = flags.export_job_from_flags()
     cli.load_tensorflow(COMMAND)
-    from mobilenet_tf import config, export, onnx_export, tflite
+    from mobilenet_tf import config, export, onnx_export, tflite, web
     from mobilenet_tf.checkpoint import restore_model, write_pretrained_run
     from mobilenet_tf.data import sources
 
@@ -58,8 +59,12 @@ def main(argv):
         if cfg.export.keras:
             written["keras"] = export.write_keras(model, cfg, cfg.export.export_dir)
             print(f"Keras {written['keras']}", flush=True)
+        if cfg.export.web:
+            written["web"] = web.write_page(written["tflite"][cfg.export.web], cfg.export.web, cfg,
+                                            cfg.export.export_dir)
+            print(f"web page {written['web']} (serve it: python3 -m http.server -d {written['web']})", flush=True)
     files = [written["saved_model"], *written.get("tflite", {}).values(),
-             *(written[form] for form in ("onnx", "keras") if form in written)]
+             *(written[form] for form in ("onnx", "keras", "web") if form in written)]
     print(json.dumps(written) if flags.FLAGS.json else f"exported {len(files)}: {' '.join(files)}", flush=True)
 
 
