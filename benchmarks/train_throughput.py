@@ -14,7 +14,14 @@ global batch 32, on this machine's CPU:
   loss="sparse_categorical_crossentropy")`) and `fit` on in-memory tensors (no input pipeline at
   all); images/s of its epochs after the first.
 
-The last line is JSON with both rates and ours / peer (goal: >= 1.5; V4: ours alone). `--teacher` also times our
+- timm (the `timm` extra; `timm_train_step.py` in a process of its own): the same architecture in
+  timm on PyTorch eager, channels_last, RMSprop, the same batch on every core: its step alone on
+  one in-memory batch (`timm_img_s`; `timm_bf16_img_s` under bfloat16 autocast), and end to end on
+  the same JPEGs through timm's own loader and transforms (`timm_end_to_end_img_s`). Ours step
+  alone: `ours_step_img_s`, our loop on one in-memory batch.
+
+The last line is JSON with every rate, ours / keras.applications (goal: >= 1.5; V4: none), and
+ours / timm for the step alone (`ratio_step_vs_timm`) and end to end (`ratio_end_to_end_vs_timm`). `--teacher` also times our
 float32 step distilled from a teacher (`--teacher`: V2-1.4 at the same size, random weights: the
 price is its forward pass, whatever it learned) and gives distilled / plain.
 
@@ -96,16 +103,17 @@ class Rates(keras.callbacks.Callback):
         self.rates.append(logs["img_per_sec"])
 
 
-def records(root: str, num_images: int) -> tfrecord.DatasetInfo:
-    """Synthetic JPEG records with a train split and a one-batch validation split. Each photo is
-    stored 4 times (decoding costs the same; making the photos is slow)."""
-    _, info, _ = make_data(root, num_images // 4, copies=4)
+def records(root: str, num_images: int) -> tuple[tfrecord.DatasetInfo, str]:
+    """Synthetic JPEG records with a train split and a one-batch validation split, and class folders
+    of the same JPEGs (timm's loader reads those). Each photo is stored 4 times in the records
+    (decoding costs the same; making the photos is slow)."""
+    _, info, folders = make_data(root, num_images // 4, copies=4)
     shutil.copy(info.files("train")[0], os.path.join(info.data_dir, paths.shard_name("validation", 0, 1)))
     held_out = sum(1 for _ in tf.data.TFRecordDataset(info.files("validation")))
     info = tfrecord.DatasetInfo(name=info.name, num_classes=info.num_classes, class_names=info.class_names,
                                 counts={"train": num_images, "validation": held_out})
     tfrecord.write_info(os.path.join(root, "records"), info)
-    return tfrecord.read_info(os.path.join(root, "records"))
+    return tfrecord.read_info(os.path.join(root, "records")), folders
 
 
 def teacher_run(root: str, info, size: int) -> str:
@@ -137,6 +145,53 @@ def ours(info, root: str, precision: str, steps: int, interval: int, size: int, 
     train.train(cfg, datasets=info, callbacks=[rates])
     keras.backend.clear_session()
     return statistics.median(rates.rates[1:])  # the first interval includes tracing
+
+
+# timm's build of each of our models (the architecture test_timm.py checks ours against).
+TIMM = {"mobilenet_v1": "mobilenetv1_100", "mobilenet_v2": "mobilenetv2_100", "mobilenet_v3_large": "mobilenetv3_large_100",
+        "mobilenet_v3_small": "mobilenetv3_small_100", "mobilenet_v4_conv_small": "mobilenetv4_conv_small",
+        "mobilenet_v4_conv_medium": "mobilenetv4_conv_medium", "mobilenet_v4_conv_large": "mobilenetv4_conv_large",
+        "mobilenet_v4_hybrid_medium": "mobilenetv4_hybrid_medium", "mobilenet_v4_hybrid_large": "mobilenetv4_hybrid_large"}
+
+
+def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf16: bool = False) -> float | None:
+    """timm's images/s (benchmarks/timm_train_step.py, in a process of its own); None without the
+    timm extra."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("timm") is None:
+        return None
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train_step.py")
+    command = [sys.executable, script, TIMM[model], str(size), str(steps), *([folder] if folder else []),
+               *(["--bf16"] if bf16 else [])]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])["img_s"]
+
+
+def ours_step(model_name: str, size: int, steps: int) -> float:
+    """Our training step alone (the loop of `train`, float32) on one in-memory batch, as the peers
+    are timed: images/s over `steps` steps after a tracing call."""
+    from mobilenet_tf import optim
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 1000, BATCH).astype(np.int32)
+    cfg = config.replace(recipe(model_name, size), model={"num_classes": 1000})
+    strategy = tf.distribute.get_strategy()
+    model = train.build_train_model(cfg)
+    optimizer = optim.build_optimizer(cfg.train, 100, weight_decay=cfg.model.weight_decay)
+    optimizer.build(model.trainable_variables)
+    loop = train.make_train_loop(strategy, model, optimizer, cfg)
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
+    loop(iterator, tf.constant(2))  # trace
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        loop(iterator, tf.constant(steps))
+        rates.append(steps * BATCH / (time.perf_counter() - started))
+    keras.backend.clear_session()
+    return statistics.median(rates)
 
 
 def keras_fit(steps: int, epochs: int, size: int, model_name: str) -> float:
@@ -229,7 +284,7 @@ def main():
         profile(size, args.model)
     root = tempfile.mkdtemp(prefix="train_throughput_")
     try:
-        info = records(root, steps * BATCH)
+        info, folders = records(root, steps * BATCH)
         result = {
             "machine": f"{platform.machine()} {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}",
             "model": f"{args.model} 1.0 {size}", "global_batch": BATCH,
@@ -238,6 +293,14 @@ def main():
         }
         if args.model in PEERS:
             result["keras_fit_img_s"] = round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1)
+        result["ours_step_img_s"] = round(ours_step(args.model, size, 4 if args.quick else 10), 1)
+        timm_step = timm_train(args.model, size, 8 if args.quick else 20)
+        if timm_step is not None:
+            result.update(
+                timm_img_s=timm_step, timm_bf16_img_s=timm_train(args.model, size, 8 if args.quick else 20, bf16=True),
+                timm_end_to_end_img_s=timm_train(args.model, size, 8 if args.quick else 20, folders))
+            result["ratio_step_vs_timm"] = round(result["ours_step_img_s"] / timm_step, 2)
+            result["ratio_end_to_end_vs_timm"] = round(result["ours_float32_img_s"] / result["timm_end_to_end_img_s"], 2)
         if args.teacher:
             result["ours_float32_distilled_img_s"] = round(ours(info, root, "float32", steps, interval, size, args.model,
                                                                 teacher_run(root, info, size)), 1)

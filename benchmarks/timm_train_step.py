@@ -1,0 +1,74 @@
+"""timm's training images/s, the peer of train_throughput.py (which runs this in a process of its own:
+PyTorch's triton crashes a process that loaded TensorFlow first). Needs the timm extra.
+
+    python3 benchmarks/timm_train_step.py ARCH SIZE STEPS [FOLDER]
+
+timm's ARCH (random weights, 1000 classes) on PyTorch eager, channels_last, float32 (or bfloat16
+autocast with --bf16), RMSprop, global batch 32, on every core (torch's threads = the CPU count):
+without FOLDER the same batch, in memory, every step (the step alone); with FOLDER, timm's own
+loader and training transforms (RandomResizedCrop, flip; `create_loader`, workers = CPU count)
+on the JPEGs of its class folders. Prints one JSON line: {"img_s": ...}, the median over
+intervals of 2 steps after 2 warm-up steps.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+import timm
+from timm.data import create_dataset, create_loader
+
+BATCH = 32
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("arch")
+    parser.add_argument("size", type=int)
+    parser.add_argument("steps", type=int)
+    parser.add_argument("folder", nargs="?")
+    parser.add_argument("--bf16", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    model = timm.create_model(args.arch, num_classes=1000).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=0.008, alpha=0.9, momentum=0.9, eps=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    if args.folder:
+        dataset = create_dataset("", root=args.folder, is_training=True)
+        loader = create_loader(dataset, input_size=(3, args.size, args.size), batch_size=BATCH, is_training=True,
+                               num_workers=os.cpu_count(), use_prefetcher=False, persistent_workers=True)
+
+        def batches():
+            while True:
+                yield from loader
+    else:
+        x = torch.randn(BATCH, 3, args.size, args.size).to(memory_format=torch.channels_last)
+        y = torch.randint(0, 1000, (BATCH,))
+
+        def batches():
+            while True:
+                yield x, y
+
+    source = batches()
+    times = []
+    for step in range(args.steps + 2):
+        if step >= 2 and step % 2 == 0:
+            started = time.perf_counter()
+        images, labels = next(source)
+        images = images.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = loss_fn(model(images), labels % 1000)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= 2 and step % 2 == 1:
+            times.append(time.perf_counter() - started)
+    print(json.dumps({"img_s": round(2 * BATCH / statistics.median(times), 1)}))
+
+
+if __name__ == "__main__":
+    main()
