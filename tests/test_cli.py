@@ -21,7 +21,7 @@ REFUSED = [
     ("train", ["--model=mobilenet_v2", "--minimalistic"], "--minimalistic: mobilenet_v2 has no minimalistic variant"),
     ("train", ["--qat"], "--qat: give --init_checkpoint=RUN_DIR"),
     ("train", ["--model=mobilenet_v4_conv_small", "--pretrained=imagenet"],
-     "--pretrained: no Keras or TensorFlow weights of mobilenet_v4_conv_small are published"),
+     "--pretrained=imagenet: keras.applications has no mobilenet_v4_conv_small; start from timm's weights"),
     ("train", ["--stochastic_depth=0.1"], "--stochastic_depth: mobilenet_v2 has no stochastic depth"),
     ("train", ["--init_checkpoint=/nonexistent"], "--init_checkpoint=/nonexistent: no checkpoint there"),
     ("export", ["--model_dir=/nonexistent"], "--model_dir=/nonexistent: no checkpoint there"),
