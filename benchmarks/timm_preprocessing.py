@@ -29,6 +29,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from timm.data import transforms_factory  # noqa: E402  (before TensorFlow: see tests/conftest.py)
 
+from photos import SIZES, photos  # noqa: E402  (this script's directory is on sys.path)
+
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,25 +39,6 @@ from mobilenet_tf.data import preprocess  # noqa: E402
 # (input size, crop_pct) of timm's MobileNet checkpoints: most at 224/0.875, the ra4 and V4 ones
 # at 0.95 (224, 256 and 384).
 SETTINGS = ((224, 0.875), (224, 0.95), (256, 0.95), (384, 0.95))
-SIZES = ((427, 640), (375, 500), (600, 800), (1200, 1600), (3024, 4032))
-
-
-def photos() -> list[bytes]:
-    import sklearn.datasets
-
-    folder = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
-    originals = [open(os.path.join(folder, name), "rb").read() for name in ("china.jpg", "flower.jpg")]
-    jpegs = []
-    for data in originals:
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        for height, width in SIZES:
-            if (height, width) == (image.height, image.width):
-                jpegs.append(data)
-                continue
-            buffer = io.BytesIO()
-            image.resize((width, height), Image.BICUBIC).save(buffer, "JPEG", quality=90)
-            jpegs.append(buffer.getvalue())
-    return jpegs
 
 
 def timm_pixels(jpeg: bytes, size: int, crop_pct: float, interpolation: str) -> np.ndarray:

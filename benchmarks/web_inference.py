@@ -34,6 +34,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from inference import synthetic_photo  # noqa: E402
+from photos import photos  # noqa: E402
 
 from mobilenet_tf import config, tflite, web  # noqa: E402
 from mobilenet_tf.models.build import build_from_config  # noqa: E402
@@ -64,6 +65,37 @@ def prepare(name: str, root: str, rng, calibration: int) -> dict:
         folders[mode] = (os.path.relpath(folder, root), paths[mode])
     del model
     return folders
+
+
+def pixel_differences(browser, origin: str, folder: str, root: str) -> dict:
+    """Mean and 99th percentile of |page pixels - TensorFlow's evaluation pixels| (0-255 levels) on
+    real JPEGs, for each evaluation transform at crop 0.875: the browser decodes the JPEG,
+    TensorFlow decodes it (at a DCT scale for crop_bilinear when the window is twice the output)."""
+    import base64
+
+    from mobilenet_tf.data import preprocess
+
+    jpegs = photos()
+    result = {}
+    for transform in ("crop_bilinear", "timm_bicubic"):
+        copy = os.path.join(root, f"{folder}_{transform}")
+        shutil.copytree(os.path.join(root, folder), copy)
+        info_path = os.path.join(copy, "model_info.json")
+        info = json.load(open(info_path))
+        json.dump({**info, "crop_fraction": 0.875, "transform": transform}, open(info_path, "w"))
+        page = browser.new_page()
+        page.goto(origin + os.path.relpath(copy, root) + "/index.html")
+        page.evaluate("window.mobilenet.ready")
+        errors = []
+        for jpeg in jpegs:
+            url = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+            seen = np.array(page.evaluate("async (u) => Array.from(await window.mobilenet.pixels(u))", url), np.float32)
+            expected = preprocess.eval_pixels(tf.constant(jpeg), SIZE, 0.875, transform).numpy().ravel()
+            errors.append(np.abs(seen - expected))
+        page.close()
+        errors = np.concatenate(errors)
+        result[transform] = {"mean": round(float(errors.mean()), 2), "p99": round(float(np.percentile(errors, 99)), 1)}
+    return result
 
 
 def main(argv=None):
@@ -114,6 +146,7 @@ def main(argv=None):
                         runner.invoke(tensor)
                         times[key]["python"].append(float(tf.timestamp() - started) * 1000)
             user_agent = pages[next(iter(pages))].evaluate("navigator.userAgent")
+            pixels = pixel_differences(browser, origin, cases[("mobilenet_v2", "float32")][0], root)
             browser.close()
         server.shutdown()
     result = {"browser": user_agent.split(" Chrome/")[-1].split(" ")[0], "runtime": f"LiteRT.js {web.runtime_version()}",
@@ -127,6 +160,10 @@ def main(argv=None):
         result[f"{name}_{mode}"] = {**{f"{k}_p50_ms": round(v, 3) for k, v in p50.items()},
                                     "browser_model_vs_python": round(ratio, 2),
                                     "browser_classify_vs_python": round(p50["classify"] / p50["python"], 2)}
+    for transform, difference in pixels.items():
+        print(f"page pixels off TensorFlow's ({transform}, real JPEGs): mean {difference['mean']} levels, "
+              f"p99 {difference['p99']}")
+    result["page_pixels_vs_tensorflow"] = pixels
     print(json.dumps(result))
 
 

@@ -171,7 +171,8 @@ def test_finetune_from_a_checkpoint_resumes_exactly_after_sigkill(checkpoints, t
     cfg = config.load(str(tmp_path / "reference"))
     assert (cfg.model.name, cfg.model.alpha, cfg.model.layout, cfg.model.bn_epsilon) == (
         "mobilenet_v4_conv_small", 0.5, "timm", 1e-5)
-    assert cfg.model.mean == (0.485, 0.456, 0.406) and cfg.model.num_classes == 10
+    published = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert cfg.model.mean == tuple(published["mean"]) == (0.5, 0.5, 0.5) and cfg.model.num_classes == 10
 
     resumed = tmp_path / "resumed"
     assert run_until(cli("train", *flags, f"--model_dir={resumed}"), env, "step 32/88")[0] == -signal.SIGKILL

@@ -74,8 +74,8 @@ def page(web_run):
     server.shutdown()
 
 
-def data_url(path):
-    return "data:image/png;base64," + base64.b64encode(open(path, "rb").read()).decode()
+def data_url(path, mime="image/png"):
+    return f"data:{mime};base64," + base64.b64encode(open(path, "rb").read()).decode()
 
 
 def browser_probabilities(page, urls):
@@ -171,3 +171,4 @@ def test_the_folder_holds_everything_it_loads(web_run):
     info = json.load(open(os.path.join(folder, "model_info.json")))
     assert info["web"]["model"] == "model.tflite" and info["web"]["runtime"] == "2.5.3"
     assert info["web"]["tflite"] in ("int8", "float32")
+
