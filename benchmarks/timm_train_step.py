@@ -8,7 +8,8 @@ autocast with --bf16), RMSprop, global batch 32, on every core (torch's threads 
 without FOLDER the same batch, in memory, every step (the step alone); with FOLDER, timm's own
 loader and training transforms (RandomResizedCrop, flip; `create_loader`, workers = CPU count)
 on the JPEGs of its class folders. Prints one JSON line: {"img_s": ...}, the median over
-intervals of 2 steps after 2 warm-up steps.
+intervals of 2 steps after 2 warm-up steps; with --profile also "profile_ms", each layer kind's
+milliseconds per step (layer_kinds.py) from PyTorch's profiler over 3 more steps.
 """
 
 import argparse
@@ -21,6 +22,8 @@ import torch
 import timm
 from timm.data import create_dataset, create_loader
 
+from layer_kinds import KINDS, torch_kind
+
 BATCH = 32
 
 
@@ -31,6 +34,7 @@ def main():
     parser.add_argument("steps", type=int)
     parser.add_argument("folder", nargs="?")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
@@ -54,10 +58,8 @@ def main():
                 yield x, y
 
     source = batches()
-    times = []
-    for step in range(args.steps + 2):
-        if step >= 2 and step % 2 == 0:
-            started = time.perf_counter()
+
+    def step():
         images, labels = next(source)
         images = images.to(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -65,9 +67,25 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step >= 2 and step % 2 == 1:
+
+    times = []
+    for index in range(args.steps + 2):
+        if index >= 2 and index % 2 == 0:
+            started = time.perf_counter()
+        step()
+        if index >= 2 and index % 2 == 1:
             times.append(time.perf_counter() - started)
-    print(json.dumps({"img_s": round(2 * BATCH / statistics.median(times), 1)}))
+    result = {"img_s": round(2 * BATCH / statistics.median(times), 1)}
+    if args.profile:
+        steps = 3
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as trace:
+            for _ in range(steps):
+                step()
+        kinds = dict.fromkeys(KINDS, 0.0)
+        for event in trace.key_averages(group_by_input_shape=True):
+            kinds[torch_kind(event.key, event.input_shapes)] += event.self_cpu_time_total / 1000 / steps
+        result["profile_ms"] = {kind: round(ms, 1) for kind, ms in kinds.items()}
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ price is its forward pass, whatever it learned) and gives distilled / plain.
 
 `--profile` first prints where a training step's time goes, by TensorFlow op type, from a
 TF-profiler trace of a few steps of each (ours: `make_train_loop` on an in-memory batch; peer:
-`fit`). This is how the Keras 3 BatchNormalization (about ten separate ops per layer, more thread
-time than all the convolutions) was found and replaced by a fused one.
+`fit`), then ours beside timm's by layer kind (depthwise forward and backward, other convolutions,
+batch norm, activations, the rest; timm's from PyTorch's profiler, `layer_kinds.py`). The first is
+how the Keras 3 BatchNormalization (about ten separate ops per layer, more thread time than all the
+convolutions) was found and replaced by a fused one.
 """
 
 from __future__ import annotations
@@ -154,9 +156,10 @@ TIMM = {"mobilenet_v1": "mobilenetv1_100", "mobilenet_v2": "mobilenetv2_100", "m
         "mobilenet_v4_hybrid_medium": "mobilenetv4_hybrid_medium", "mobilenet_v4_hybrid_large": "mobilenetv4_hybrid_large"}
 
 
-def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf16: bool = False) -> float | None:
-    """timm's images/s (benchmarks/timm_train_step.py, in a process of its own); None without the
-    timm extra."""
+def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf16: bool = False,
+               profile: bool = False):
+    """timm's images/s (benchmarks/timm_train_step.py, in a process of its own), with `profile` its
+    milliseconds per step by layer kind instead; None without the timm extra."""
     import importlib.util
     import subprocess
 
@@ -164,14 +167,13 @@ def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf1
         return None
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train_step.py")
     command = [sys.executable, script, TIMM[model], str(size), str(steps), *([folder] if folder else []),
-               *(["--bf16"] if bf16 else [])]
+               *(["--bf16"] if bf16 else []), *(["--profile"] if profile else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])["img_s"]
+    return json.loads(done.stdout.strip().splitlines()[-1])["profile_ms" if profile else "img_s"]
 
 
-def ours_step(model_name: str, size: int, steps: int) -> float:
-    """Our training step alone (the loop of `train`, float32) on one in-memory batch, as the peers
-    are timed: images/s over `steps` steps after a tracing call."""
+def in_memory_loop(model_name: str, size: int):
+    """(our training loop, float32, an iterator repeating one in-memory batch, that batch)."""
     from mobilenet_tf import optim
 
     rng = np.random.default_rng(0)
@@ -184,6 +186,13 @@ def ours_step(model_name: str, size: int, steps: int) -> float:
     optimizer.build(model.trainable_variables)
     loop = train.make_train_loop(strategy, model, optimizer, cfg)
     iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
+    return loop, iterator, (x, y)
+
+
+def ours_step(model_name: str, size: int, steps: int) -> float:
+    """Our training step alone (the loop of `train`, float32) on one in-memory batch, as the peers
+    are timed: images/s over `steps` steps after a tracing call."""
+    loop, iterator, _ = in_memory_loop(model_name, size)
     loop(iterator, tf.constant(2))  # trace
     rates = []
     for _ in range(3):
@@ -242,32 +251,37 @@ def op_milliseconds(run, steps: int) -> collections.Counter:
 
 
 def profile(size: int, model_name: str, steps: int = 3):
-    from mobilenet_tf import optim
+    """Print where a training step's time goes: ours and keras.applications' (`fit`) by TF op type,
+    then ours beside timm's by layer kind (layer_kinds.py)."""
+    from layer_kinds import KINDS, tf_kind
 
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32)
-    y = rng.integers(0, 1000, BATCH).astype(np.int32)
-    cfg = config.replace(recipe(model_name, size), model={"num_classes": 1000})
-    strategy = tf.distribute.get_strategy()
-    model = train.build_train_model(cfg)
-    optimizer = optim.build_optimizer(cfg.train, 100, weight_decay=cfg.model.weight_decay)
-    optimizer.build(model.trainable_variables)
-    loop = train.make_train_loop(strategy, model, optimizer, cfg)
-    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((x, y)).repeat()))
+    loop, iterator, (x, y) = in_memory_loop(model_name, size)
     loop(iterator, tf.constant(1))  # trace
-    ours_ops = op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)
+    profiles = {"ours": op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)}
     keras.backend.clear_session()
-    peer = peer_model(model_name, size)
-    peer.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
-    xs, ys = np.concatenate([x] * steps), np.concatenate([y] * steps)
-    peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # trace
-    peer_ops = op_milliseconds(lambda: peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0), steps)
-    keras.backend.clear_session()
-    for name, ops in (("ours", ours_ops), ("keras.applications + fit", peer_ops)):
+    if model_name in PEERS:
+        peer = peer_model(model_name, size)
+        peer.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
+        xs, ys = np.concatenate([x] * steps), np.concatenate([y] * steps)
+        peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0)  # trace
+        profiles["keras.applications + fit"] = op_milliseconds(
+            lambda: peer.fit(xs, ys, batch_size=BATCH, epochs=1, verbose=0), steps)
+        keras.backend.clear_session()
+    for name, ops in profiles.items():
         print(f"{name}: {sum(ops.values()):.0f} thread-ms per step at {size}x{size}, by op type:")
         for op, ms in ops.most_common(10):
             print(f"  {op:45s} {ms:7.1f}")
-
+    timm_kinds = timm_train(model_name, size, 4, profile=True)
+    if timm_kinds is None:
+        return
+    ours_kinds = dict.fromkeys(KINDS, 0.0)
+    for op, ms in profiles["ours"].items():
+        ours_kinds[tf_kind(op)] += ms
+    print(f"ms per step at {size}x{size}, ours (TensorFlow) and timm (PyTorch) by layer kind:")
+    for kind in KINDS:
+        ratio = ours_kinds[kind] / timm_kinds[kind] if timm_kinds[kind] else float("nan")
+        print(f"  {kind:62s} {ours_kinds[kind]:7.1f} {timm_kinds[kind]:7.1f}  {ratio:5.2f}x")
+    print(f"  {'total':62s} {sum(ours_kinds.values()):7.1f} {sum(timm_kinds.values()):7.1f}")
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -276,8 +290,6 @@ def main():
     parser.add_argument("--model", choices=sorted(PRESETS), default="mobilenet_v2", help="architecture (width 1.0)")
     parser.add_argument("--teacher", action="store_true", help="also time the float32 step distilled from V2-1.4")
     args = parser.parse_args()
-    if args.profile and args.model not in PEERS:
-        parser.error(f"--profile compares with keras.applications, which has no {args.model}")
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 1, 2, 128) if args.quick else (60, 10, 4, 224)
     if args.profile:

@@ -18,6 +18,7 @@ import argparse
 import functools
 import http.server
 import json
+import re
 import os
 import shutil
 import sys
@@ -149,7 +150,7 @@ def main(argv=None):
             pixels = pixel_differences(browser, origin, cases[("mobilenet_v2", "float32")][0], root)
             browser.close()
         server.shutdown()
-    result = {"browser": user_agent.split(" Chrome/")[-1].split(" ")[0], "runtime": f"LiteRT.js {web.runtime_version()}",
+    result = {"browser": re.search(r"Chrome/([0-9.]+)", user_agent).group(0), "runtime": f"LiteRT.js {web.runtime_version()}",
               "threads": 1}
     print(f"Chromium {result['browser']}, {result['runtime']} (WebAssembly, 1 thread) against ai_edge_litert, 1 thread")
     print(f"{'p50 ms':<28}{'classify()':>12}{'its model':>12}{'Python':>10}{'ratio':>8}")

@@ -175,8 +175,11 @@ function pixelsOf(bitmap, m) {
   if (m.dtype !== "uint8") {
     return method === "bicubic" ? rgb.map((v) => Math.min(255, Math.max(0, v))) : rgb;
   }
-  // Half to even, as the Python runners quantize (numpy's round).
-  return Uint8Array.from(rgb, (v) => Math.min(255, Math.max(0, roundHalfEven(v))));
+  // Half to even, as the Python runners quantize (numpy's round). A plain loop: Uint8Array.from with
+  // a map function took 9 ms more at 224x224 (benchmarks/web_inference.py).
+  const out = new Uint8Array(rgb.length);
+  for (let i = 0; i < rgb.length; i++) out[i] = Math.min(255, Math.max(0, roundHalfEven(rgb[i])));
+  return out;
 }
 
 // The `topK` (default 5; all classes with Infinity) most probable classes of `source`.
