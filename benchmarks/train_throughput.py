@@ -283,6 +283,7 @@ def profile(size: int, model_name: str, steps: int = 3):
         print(f"  {kind:62s} {ours_kinds[kind]:7.1f} {timm_kinds[kind]:7.1f}  {ratio:5.2f}x")
     print(f"  {'total':62s} {sum(ours_kinds.values()):7.1f} {sum(timm_kinds.values()):7.1f}")
 
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")

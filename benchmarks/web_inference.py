@@ -18,8 +18,8 @@ import argparse
 import functools
 import http.server
 import json
-import re
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -150,7 +150,7 @@ def main(argv=None):
             pixels = pixel_differences(browser, origin, cases[("mobilenet_v2", "float32")][0], root)
             browser.close()
         server.shutdown()
-    result = {"browser": re.search(r"Chrome/([0-9.]+)", user_agent).group(0), "runtime": f"LiteRT.js {web.runtime_version()}",
+    result = {"browser": re.search(r"Chrome/([0-9.]+)", user_agent).group(1), "runtime": f"LiteRT.js {web.runtime_version()}",
               "threads": 1}
     print(f"Chromium {result['browser']}, {result['runtime']} (WebAssembly, 1 thread) against ai_edge_litert, 1 thread")
     print(f"{'p50 ms':<28}{'classify()':>12}{'its model':>12}{'Python':>10}{'ratio':>8}")

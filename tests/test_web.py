@@ -5,6 +5,7 @@ probabilities with Python's LiteRT on the same pixels; a bad file gets a message
 answers afterwards."""
 
 import base64
+import contextlib
 import functools
 import http.server
 import json
@@ -44,34 +45,43 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def page(web_run):
-    """The page, served from export/web by Python's static file server on 127.0.0.1, in headless
+@contextlib.contextmanager
+def served_page(directory):
+    """`directory` served by Python's static file server on 127.0.0.1 and opened in headless
     Chromium, loaded (window.mobilenet.ready); what it asked of any other host is in `page.refused`."""
     from playwright.sync_api import sync_playwright
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=web_run[1]["web"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=directory))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     origin = f"http://127.0.0.1:{server.server_address[1]}/"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 900, "height": 700})
-        page.refused = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            page.refused = []
 
-        def route(request):
-            if request.request.url.startswith(origin):
-                request.continue_()
-            else:
-                page.refused.append(request.request.url)
-                request.abort()
+            def route(request):
+                if request.request.url.startswith(origin):
+                    request.continue_()
+                else:
+                    page.refused.append(request.request.url)
+                    request.abort()
 
-        page.route("**/*", route)
-        page.goto(origin)
-        page.evaluate("window.mobilenet.ready")
+            page.route("**/*", route)
+            page.goto(origin)
+            page.evaluate("window.mobilenet.ready")
+            yield page
+            browser.close()
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def page(web_run):
+    """The page of the module's --web export (see `served_page`)."""
+    with served_page(web_run[1]["web"]) as page:
         yield page
-        browser.close()
-    server.shutdown()
 
 
 def data_url(path, mime="image/png"):
@@ -171,4 +181,3 @@ def test_the_folder_holds_everything_it_loads(web_run):
     info = json.load(open(os.path.join(folder, "model_info.json")))
     assert info["web"]["model"] == "model.tflite" and info["web"]["runtime"] == "2.5.3"
     assert info["web"]["tflite"] in ("int8", "float32")
-

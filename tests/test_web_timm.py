@@ -1,11 +1,8 @@
 """The --web page of a run exported straight from a timm checkpoint (V4-Hybrid-M), in Chromium:
 its own module, since Playwright's sync API runs one instance at a time and test_web.py keeps one
 open for its module."""
-import functools
-import http.server
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from mobilenet_tf import config, tflite
 
 from clis import run
-from test_web import CHROMIUM, _Quiet, data_url
+from test_web import CHROMIUM, data_url, served_page
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (CI installs Debian's chromium first)")
 
@@ -23,7 +20,6 @@ def test_a_timm_hybrid_checkpoint_runs_in_the_browser(tmp_path, cache_dir):
     attention in LiteRT.js, timm's evaluation transform in the page, ImageNet's 1000 names; the
     page's probabilities are Python LiteRT's on the pixels it computed."""
     timm_peer = pytest.importorskip("timm_peer", reason="the timm extra is not installed")
-    from playwright.sync_api import sync_playwright
 
     checkpoint = tmp_path / "checkpoint"
     timm_peer.random_checkpoint("mobilenetv4_hybrid_medium", checkpoint, image_size=224)
@@ -31,22 +27,12 @@ def test_a_timm_hybrid_checkpoint_runs_in_the_browser(tmp_path, cache_dir):
                    "--web_model=float32", "--json", cache_dir=cache_dir)
     assert exported.returncode == 0, exported.stderr[-3000:]
     written = json.loads(exported.stdout.strip().splitlines()[-1])
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=written["web"]))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     photo = os.path.join(os.path.dirname(__import__("sklearn.datasets").datasets.__file__), "images", "china.jpg")
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless=new", "--no-sandbox",
-                                                                                 "--disable-gpu"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
-            page.evaluate("window.mobilenet.ready")
-            url = data_url(photo, "image/jpeg")
-            top = page.evaluate("(u) => window.mobilenet.classify(u, Infinity)", url)
-            seen = page.evaluate("async (u) => Array.from(await window.mobilenet.pixels(u))", url)
-            browser.close()
-    finally:
-        server.shutdown()
+    url = data_url(photo, "image/jpeg")
+    with served_page(written["web"]) as page:
+        top = page.evaluate("(u) => window.mobilenet.classify(u, Infinity)", url)
+        seen = page.evaluate("async (u) => Array.from(await window.mobilenet.pixels(u))", url)
+        assert page.refused == []
     assert len(top) == 1000
     height, width = config.load(str(tmp_path / "run")).model.image_size  # the checkpoint's: 256 for Hybrid-M
     pixels = np.array(seen, np.float32).reshape(1, height, width, 3)
