@@ -18,7 +18,8 @@ global batch 32, on this machine's CPU:
   timm on PyTorch eager, channels_last, RMSprop, the same batch on every core: its step alone on
   one in-memory batch (`timm_img_s`; `timm_bf16_img_s` under bfloat16 autocast), and end to end on
   the same JPEGs through timm's own loader and transforms (`timm_end_to_end_img_s`). Ours step
-  alone: `ours_step_img_s`, our loop on one in-memory batch.
+  alone: `ours_step_img_s`, our loop on one in-memory batch (`ours_bf16_step_img_s` in mixed
+  bfloat16, which on a CPU computes the Conv2D layers alone in bfloat16: `train.bfloat16_convolutions`).
 
 The last line is JSON with every rate, ours / keras.applications (goal: >= 1.5; V4: none), and
 ours / timm for the step alone (`ratio_step_vs_timm`) and end to end (`ratio_end_to_end_vs_timm`). `--teacher` also times our
@@ -26,11 +27,12 @@ float32 step distilled from a teacher (`--teacher`: V2-1.4 at the same size, ran
 price is its forward pass, whatever it learned) and gives distilled / plain.
 
 `--profile` first prints where a training step's time goes, by TensorFlow op type, from a
-TF-profiler trace of a few steps of each (ours: `make_train_loop` on an in-memory batch; peer:
-`fit`), then ours beside timm's by layer kind (depthwise forward and backward, other convolutions,
+TF-profiler trace of a few steps of each (ours: `make_train_loop` on an in-memory batch, float32
+and mixed bfloat16; peer: `fit`), then ours beside timm's by layer kind (depthwise forward and backward, other convolutions,
 batch norm, activations, the rest; timm's from PyTorch's profiler, `layer_kinds.py`). The first is
 how the Keras 3 BatchNormalization (about ten separate ops per layer, more thread time than all the
-convolutions) was found and replaced by a fused one.
+convolutions) was found and replaced by a fused one, and why a whole-model bfloat16 step lost to
+float32 on this CPU (its depthwise backward kernels and ReLU6 in bfloat16).
 """
 
 from __future__ import annotations
@@ -172,16 +174,20 @@ def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf1
     return json.loads(done.stdout.strip().splitlines()[-1])["profile_ms" if profile else "img_s"]
 
 
-def in_memory_loop(model_name: str, size: int):
-    """(our training loop, float32, an iterator repeating one in-memory batch, that batch)."""
+def in_memory_loop(model_name: str, size: int, precision: str = "float32"):
+    """(our training loop, an iterator repeating one in-memory batch, that batch)."""
     from mobilenet_tf import optim
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (BATCH, size, size, 3)).astype(np.float32)
     y = rng.integers(0, 1000, BATCH).astype(np.int32)
-    cfg = config.replace(recipe(model_name, size), model={"num_classes": 1000})
+    cfg = config.replace(recipe(model_name, size), model={"num_classes": 1000}, train={"precision": precision})
     strategy = tf.distribute.get_strategy()
-    model = train.build_train_model(cfg)
+    keras.config.set_dtype_policy(precision)
+    try:
+        model = train.build_train_model(cfg)
+    finally:
+        keras.config.set_dtype_policy("float32")
     optimizer = optim.build_optimizer(cfg.train, 100, weight_decay=cfg.model.weight_decay)
     optimizer.build(model.trainable_variables)
     loop = train.make_train_loop(strategy, model, optimizer, cfg)
@@ -189,10 +195,10 @@ def in_memory_loop(model_name: str, size: int):
     return loop, iterator, (x, y)
 
 
-def ours_step(model_name: str, size: int, steps: int) -> float:
-    """Our training step alone (the loop of `train`, float32) on one in-memory batch, as the peers
-    are timed: images/s over `steps` steps after a tracing call."""
-    loop, iterator, _ = in_memory_loop(model_name, size)
+def ours_step(model_name: str, size: int, steps: int, precision: str = "float32") -> float:
+    """Our training step alone (the loop of `train`) on one in-memory batch, as the peers are timed:
+    images/s over `steps` steps after a tracing call."""
+    loop, iterator, _ = in_memory_loop(model_name, size, precision)
     loop(iterator, tf.constant(2))  # trace
     rates = []
     for _ in range(3):
@@ -259,6 +265,10 @@ def profile(size: int, model_name: str, steps: int = 3):
     loop(iterator, tf.constant(1))  # trace
     profiles = {"ours": op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)}
     keras.backend.clear_session()
+    loop, iterator, _ = in_memory_loop(model_name, size, "mixed_bfloat16")
+    loop(iterator, tf.constant(1))
+    profiles["ours, mixed bfloat16"] = op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)
+    keras.backend.clear_session()
     if model_name in PEERS:
         peer = peer_model(model_name, size)
         peer.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
@@ -306,13 +316,15 @@ def main():
         }
         if args.model in PEERS:
             result["keras_fit_img_s"] = round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1)
-        result["ours_step_img_s"] = round(ours_step(args.model, size, 4 if args.quick else 10), 1)
+        for precision, key in (("float32", "ours_step_img_s"), ("mixed_bfloat16", "ours_bf16_step_img_s")):
+            result[key] = round(ours_step(args.model, size, 4 if args.quick else 10, precision), 1)
         timm_step = timm_train(args.model, size, 8 if args.quick else 20)
         if timm_step is not None:
             result.update(
                 timm_img_s=timm_step, timm_bf16_img_s=timm_train(args.model, size, 8 if args.quick else 20, bf16=True),
                 timm_end_to_end_img_s=timm_train(args.model, size, 8 if args.quick else 20, folders))
             result["ratio_step_vs_timm"] = round(result["ours_step_img_s"] / timm_step, 2)
+            result["ratio_bf16_step_vs_timm_bf16"] = round(result["ours_bf16_step_img_s"] / result["timm_bf16_img_s"], 2)
             result["ratio_end_to_end_vs_timm"] = round(result["ours_float32_img_s"] / result["timm_end_to_end_img_s"], 2)
         if args.teacher:
             result["ours_float32_distilled_img_s"] = round(ours(info, root, "float32", steps, interval, size, args.model,

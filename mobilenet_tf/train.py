@@ -47,8 +47,29 @@ def model_dir_for(cfg: Config) -> str:
 
 
 def build_train_model(cfg: Config) -> keras.Model:
-    """The model being trained (pixels in [-1, 1]); AdamW decays weights itself, not through L2."""
-    return build_from_config(cfg.model, weight_decay=0.0 if cfg.train.optimizer == "adamw" else None)
+    """The model being trained (pixels in [-1, 1]); AdamW decays weights itself, not through L2.
+    Under mixed bfloat16 on a CPU only its convolutions compute in bfloat16 (`bfloat16_convolutions`)."""
+    model = build_from_config(cfg.model, weight_decay=0.0 if cfg.train.optimizer == "adamw" else None)
+    if cfg.train.precision == "mixed_bfloat16" and not on_accelerator():
+        bfloat16_convolutions(model)
+    return model
+
+
+def bfloat16_convolutions(model: keras.Model) -> None:
+    """Keep bfloat16 for the dense convolutions (Conv2D: the stem, 1x1 and fused-IB convs) and
+    compute every other layer in float32. Measured on this CPU (benchmarks/train_throughput.py
+    --profile on V2): oneDNN's bfloat16 Conv2D and its two backward kernels take 0.57-0.67x their
+    float32 time, but the bfloat16 depthwise backward kernels 2.5-4.5x and ReLU6 and its gradient
+    1.8-3x, so a whole-model bfloat16 step lost to float32 (0.5-0.8x) where this one gains.
+    (DepthwiseConv2D is not a Conv2D in Keras 3.)"""
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Conv2D) and layer.dtype_policy.name == "mixed_bfloat16":
+            layer.dtype_policy = "float32"
+
+
+def on_accelerator() -> bool:
+    """A GPU or TPU is attached (its strategy already connected): XLA and whole-model bfloat16 pay there."""
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 def initialize_weights(model: keras.Model, cfg: Config) -> None:
@@ -82,7 +103,7 @@ def use_xla(cfg: Config, strategy: tf.distribute.Strategy) -> bool:
     """--xla=auto compiles on GPU/TPU only: on this CPU XLA made a MobileNetV2 step 10x slower."""
     if cfg.train.xla != "auto":
         return cfg.train.xla == "true"
-    return bool(tf.config.list_logical_devices("GPU")) or isinstance(strategy, tf.distribute.TPUStrategy)
+    return on_accelerator() or isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool = False, stop_flag=None,

@@ -264,6 +264,43 @@ def test_mixed_precision_outputs_float32(name, policy, compute_dtype, restore_po
     np.testing.assert_allclose(probs, expected, rtol=0, atol=0.2 if name in V3 or name.startswith("mobilenet_v4") else 0.01)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v4_hybrid_medium"])
+def test_cpu_mixed_bfloat16_computes_convolutions_alone_in_bfloat16(name, restore_policy):
+    """`train.bfloat16_convolutions`: on a CPU, mixed bfloat16 leaves the depthwise convolutions,
+    batch norm, activations and attention in float32 (bfloat16 made their kernels slower here); the
+    training step's outputs and gradients stay within bfloat16 rounding of float32's."""
+    from mobilenet_tf import config, train
+
+    cfg = config.replace(config.DIGITS, model={"name": name, "alpha": SMALL[name], "image_size": (64, 64),
+                                               "num_classes": 10, "dropout": 0.0})
+    reference = train.build_train_model(cfg)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = train.build_train_model(config.replace(cfg, train={"precision": "mixed_bfloat16"}))
+    copy_weights_by_name(reference, model)
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    others = [layer for layer in model.layers if layer not in convolutions and layer.name != "input_layer"]
+    assert convolutions and all(layer.compute_dtype == "bfloat16" for layer in convolutions)
+    assert any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in others)
+    assert all(layer.compute_dtype == "float32" for layer in others), \
+        [layer.name for layer in others if layer.compute_dtype != "float32"]
+
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 64, 64, 3)).astype("float32")
+    results = []
+    for m in (reference, model):
+        with tf.GradientTape() as tape:
+            probs = m(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(np.arange(16) % 10, probs))
+        gradients = tape.gradient(loss, m.trainable_variables)
+        results.append((probs, np.concatenate([np.ravel(g) for g in gradients])))
+    (expected, expected_gradients), (probs, gradients) = results
+    assert keras.backend.standardize_dtype(probs.dtype) == "float32"
+    # Measured: probabilities <= 0.003 off; all gradients together 11% (V3-Small) and 21% (the
+    # hybrid) off float32's in norm, where a whole-model bfloat16 step is 13% and 23% off. (V2 at
+    # its default initialization amplifies any bfloat16 rounding to 100%: not a test case.)
+    np.testing.assert_allclose(probs, expected, atol=0.01)
+    assert np.linalg.norm(gradients - expected_gradients) < 0.3 * np.linalg.norm(expected_gradients)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_batch_norm_matches_keras(training):
     rng = np.random.default_rng(0)
