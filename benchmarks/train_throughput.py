@@ -1,8 +1,8 @@
 """Training images/s of our loop against keras.applications + `fit`, measured side by side.
 
-    nice -n 10 python3 benchmarks/train_throughput.py [--quick] [--model=mobilenet_v3_large]
+    nice -n 10 python3 benchmarks/train_throughput.py [--quick] [--model=mobilenet_v3_large] [--size=224]
 
-MobileNetV2-1.0 (or `--model`'s V1, V3 or V4, at width 1.0) at 224x224 (128x128 with --quick),
+MobileNetV2-1.0 (or `--model`'s V1, V3 or V4, at width 1.0) at 224x224 (128x128 with --quick; `--size`),
 global batch 32, on this machine's CPU:
 - ours (float32 and mixed_bfloat16): `mobilenet_tf.train.train` on synthetic ImageNet-sized JPEG
   records (500x375, quality 90) through the full input pipeline (Inception crop on the encoded
@@ -300,9 +300,11 @@ def main():
     parser.add_argument("--profile", action="store_true", help="first print each step's time by op type")
     parser.add_argument("--model", choices=sorted(PRESETS), default="mobilenet_v2", help="architecture (width 1.0)")
     parser.add_argument("--teacher", action="store_true", help="also time the float32 step distilled from V2-1.4")
+    parser.add_argument("--size", type=int, help="image size (default: 128 with --quick, else 224)")
     args = parser.parse_args()
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 1, 2, 128) if args.quick else (60, 10, 4, 224)
+    size = args.size or size
     if args.profile:
         profile(size, args.model)
     root = tempfile.mkdtemp(prefix="train_throughput_")

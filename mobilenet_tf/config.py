@@ -108,7 +108,7 @@ class TrainConfig:
     strategy: str = "auto"
     num_gpus: int | None = None  # None: all local GPUs
     tpu: str = ""
-    xla: str = "auto"  # auto: compile the step on GPU/TPU only (XLA on CPU was 10x slower here)
+    xla: str = "auto"  # auto: compile the step on GPU/TPU only (XLA made CPU steps 8-13x slower here)
     precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 | float64 (numerical checks)
     optimizer: str = "rmsprop"
     adam_beta1: float = 0.9  # adamw only (Keras' defaults)
