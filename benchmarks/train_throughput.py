@@ -183,11 +183,12 @@ def in_memory_loop(model_name: str, size: int, precision: str = "float32"):
     y = rng.integers(0, 1000, BATCH).astype(np.int32)
     cfg = config.replace(recipe(model_name, size), model={"num_classes": 1000}, train={"precision": precision})
     strategy = tf.distribute.get_strategy()
+    policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
         model = train.build_train_model(cfg)
     finally:
-        keras.config.set_dtype_policy("float32")
+        keras.config.set_dtype_policy(policy)
     optimizer = optim.build_optimizer(cfg.train, 100, weight_decay=cfg.model.weight_decay)
     optimizer.build(model.trainable_variables)
     loop = train.make_train_loop(strategy, model, optimizer, cfg)
@@ -261,14 +262,12 @@ def profile(size: int, model_name: str, steps: int = 3):
     then ours beside timm's by layer kind (layer_kinds.py)."""
     from layer_kinds import KINDS, tf_kind
 
-    loop, iterator, (x, y) = in_memory_loop(model_name, size)
-    loop(iterator, tf.constant(1))  # trace
-    profiles = {"ours": op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)}
-    keras.backend.clear_session()
-    loop, iterator, _ = in_memory_loop(model_name, size, "mixed_bfloat16")
-    loop(iterator, tf.constant(1))
-    profiles["ours, mixed bfloat16"] = op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)
-    keras.backend.clear_session()
+    profiles = {}
+    for precision, name in (("float32", "ours"), ("mixed_bfloat16", "ours, mixed bfloat16")):
+        loop, iterator, (x, y) = in_memory_loop(model_name, size, precision)
+        loop(iterator, tf.constant(1))  # trace
+        profiles[name] = op_milliseconds(lambda: loop(iterator, tf.constant(steps)), steps)
+        keras.backend.clear_session()
     if model_name in PEERS:
         peer = peer_model(model_name, size)
         peer.compile(optimizer="rmsprop", loss="sparse_categorical_crossentropy")
