@@ -27,7 +27,7 @@ from mobilenet_tf.checkpoint import CheckpointManagerCallback, restore_model
 from mobilenet_tf.config import Config
 from mobilenet_tf.errors import UserError
 from mobilenet_tf.data import pipeline, sources, tfrecord
-from mobilenet_tf.models import HEAD_LAYERS
+from mobilenet_tf.models import HEAD_LAYERS, layers
 from mobilenet_tf.watchdog import StepWatchdog
 from mobilenet_tf.models.build import build_from_config, copy_weights
 from mobilenet_tf.models.pretrained import load_pretrained
@@ -48,10 +48,14 @@ def model_dir_for(cfg: Config) -> str:
 
 def build_train_model(cfg: Config) -> keras.Model:
     """The model being trained (pixels in [-1, 1]); AdamW decays weights itself, not through L2.
-    Under mixed bfloat16 on a CPU only its convolutions compute in bfloat16 (`bfloat16_convolutions`)."""
+    On a CPU its training step computes the 1x1 convolutions as MatMul
+    (`layers.pointwise_convolutions_as_matmul`), and under mixed bfloat16 only its convolutions
+    compute in bfloat16 (`bfloat16_convolutions`)."""
     model = build_from_config(cfg.model, weight_decay=0.0 if cfg.train.optimizer == "adamw" else None)
-    if cfg.train.precision == "mixed_bfloat16" and not on_accelerator():
-        bfloat16_convolutions(model)
+    if not on_accelerator():
+        layers.pointwise_convolutions_as_matmul(model)
+        if cfg.train.precision == "mixed_bfloat16":
+            bfloat16_convolutions(model)
     return model
 
 
@@ -130,7 +134,7 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
     dtype = tf.float64 if cfg.train.precision == "float64" else tf.float32
 
     def gradients(images, labels):
-        with tf.GradientTape() as tape:
+        with tf.GradientTape() as tape, layers.pointwise_as_matmul():
             probabilities = tf.cast(model(images, training=True), dtype)
             # MixUp/CutMix batches come with soft labels [batch, classes]; others with class ids.
             if labels.dtype.is_floating:

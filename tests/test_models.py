@@ -1,5 +1,7 @@
 """Model tests: pinned sizes and costs, keras.applications equivalence, shapes, dtypes, decay."""
 
+import collections
+import contextlib
 import math
 
 import keras
@@ -299,6 +301,49 @@ def test_cpu_mixed_bfloat16_computes_convolutions_alone_in_bfloat16(name, restor
     # its default initialization amplifies any bfloat16 rounding to 100%: not a test case.)
     np.testing.assert_allclose(probs, expected, atol=0.01)
     assert np.linalg.norm(gradients - expected_gradients) < 0.3 * np.linalg.norm(expected_gradients)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v4_conv_small"])
+def test_training_step_computes_pointwise_convolutions_as_matmul(name):
+    """`layers.pointwise_convolutions_as_matmul`: on a CPU the training step's 1x1 stride-1 Conv2D
+    layers run as MatMul, with the convolutions' outputs and gradients up to float rounding; outside
+    the step (evaluation, exports) the same model still runs them as Conv2D."""
+    from mobilenet_tf import config, train
+    from mobilenet_tf.models import layers as model_layers
+
+    cfg = config.replace(config.DIGITS, model={"name": name, "alpha": SMALL[name], "image_size": (64, 64),
+                                               "num_classes": 10, "dropout": 0.0})
+    model = train.build_train_model(cfg)
+    pointwise = [layer for layer in model.layers if "convolution_op" in vars(layer)]
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert pointwise and all(layer.kernel_size == (1, 1) and layer.strides == (1, 1) for layer in pointwise)
+    assert len(pointwise) < len(convolutions)  # the stem and strided convs stay convolutions
+
+    def op_types(scope):
+        @tf.function
+        def forward(x):
+            with scope():
+                return model(x, training=True)
+        graph = forward.get_concrete_function(tf.TensorSpec([None, 64, 64, 3])).graph
+        return collections.Counter(op.type for op in graph.get_operations())
+
+    plain, scoped = op_types(contextlib.nullcontext), op_types(model_layers.pointwise_as_matmul)
+    assert plain["Conv2D"] == len(convolutions) and plain["MatMul"] == len(dense)
+    assert scoped["Conv2D"] == len(convolutions) - len(pointwise)
+    assert scoped["MatMul"] == len(dense) + len(pointwise)
+
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 64, 64, 3)).astype("float32")
+    results = []
+    for scope in (contextlib.nullcontext, model_layers.pointwise_as_matmul):
+        with tf.GradientTape() as tape, scope():
+            probs = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(np.arange(8) % 10, probs))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        results.append((probs.numpy(), np.concatenate([np.ravel(g) for g in gradients])))
+    (expected, expected_gradients), (probs, gradients) = results
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-6)
+    assert np.linalg.norm(gradients - expected_gradients) < 1e-4 * np.linalg.norm(expected_gradients)
 
 
 @pytest.mark.parametrize("training", [True, False])
