@@ -14,6 +14,8 @@ KINDS = ("depthwise conv forward", "depthwise conv backward", "conv forward (1x1
 _TF = {
     "DepthwiseConv2dNative": 0, "DepthwiseConv2dNativeBackpropInput": 1, "DepthwiseConv2dNativeBackpropFilter": 1,
     "Conv2D": 2, "_FusedConv2D": 2, "Conv2DBackpropInput": 3, "Conv2DBackpropFilter": 3,
+    # The training step's 1x1 convolutions run as MatMul on a CPU (with them: the classifier's).
+    "MatMul": 2, "MatMulGradient": 3,
     "FusedBatchNormV3": 4, "FusedBatchNormGradV3": 4, "_FusedBatchNormEx": 4,
     "Relu": 5, "Relu6": 5, "ReluGrad": 5, "Relu6Grad": 5, "Elu": 5, "Sigmoid": 5, "SigmoidGrad": 5,
     "Gelu": 5, "GeluGrad": 5,
@@ -24,7 +26,7 @@ _TORCH_ACTIVATIONS = ("relu", "threshold_backward", "hardtanh", "hardswish", "ha
 
 def tf_kind(op_type: str) -> str:
     """The kind of a TF op type, oneDNN's rewrites (`_MklNativeConv2D`, `_MklFusedBatchNormEx`) as
-    the op they replace."""
+    the op they replace; "MatMulGradient" is a MatMul of the backward pass (`op_milliseconds`)."""
     for prefix in ("_MklNative", "_Mkl"):
         if op_type.startswith(prefix):
             op_type = op_type[len(prefix):]

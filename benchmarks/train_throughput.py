@@ -253,7 +253,10 @@ def op_milliseconds(run, steps: int) -> collections.Counter:
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
                 if ":" in name and "::" not in name:  # "layer/op_name:OpType", not the executor's own events
-                    totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
+                    op_name, op_type = name.rsplit(":", 1)
+                    if op_type.endswith("MatMul") and "gradient_tape/" in op_name:
+                        op_type += "Gradient"  # a 1x1 convolution's backward MatMul (layer_kinds.py)
+                    totals[op_type] += event.duration_ps / 1e9 / steps
     return totals
 
 
