@@ -82,9 +82,10 @@ def pointwise_convolutions_as_matmul(model: keras.Model) -> None:
     The same product: [batch * height * width, in] @ [in, out], the kernel's [1, 1, in, out] read as
     [in, out]. On this CPU TensorFlow's MatMul and its two gradient MatMuls take less time than its
     oneDNN Conv2D and Conv2DBackpropInput/Filter on these shapes: measured 1.06-1.17x the training
-    step of V2, V3-Large and V3-Small at 128 and 224, V4-Conv-S at 224, none lost
-    (benchmarks/train_throughput.py, docs/performance.md). Outside the scope (evaluation, every
-    export, QAT's twin) the layer stays the Conv2D it was: same weights, names and graphs.
+    step of V2, V3-Small, V4-Conv-S and V4-Conv-M, 1.12-1.48x V3-Large's, in float32 and bfloat16
+    (benchmarks/pointwise_matmul.py, docs/performance.md). Outside the scope (evaluation, every
+    export) the layer stays the Conv2D it was: same weights, names and graphs. QAT's QuantConv2D
+    convolves through its own `tf.nn.conv2d` and is left as it is.
     """
     for layer in model.layers:
         if (isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1) and layer.strides == (1, 1)
