@@ -195,8 +195,7 @@ def test_tflite_models_take_pixels_and_match_the_saved_model(exported, served, c
     expected = served.signatures["serving_pixels"](pixels=pixels)["probabilities"].numpy()
     # Largest difference to the SavedModel; int8 (probabilities in steps of 1/256, on a barely
     # trained model) is held to a mean difference: 0.013-0.024 measured over seeds 0-2, with the 1x1
-    # convolutions trained as Conv2D or as MatMul. Accuracy is checked in
-    # test_eval_cli.py.
+    # convolutions trained as Conv2D or as MatMul. Accuracy is checked in test_eval_cli.py.
     tolerance = {"float32": 1e-5, "float16": 2e-2, "dynamic": 5e-2, "int8": None}
     for mode, atol in tolerance.items():
         path = str(exported[0] / "tflite" / f"model_{mode}.tflite")
