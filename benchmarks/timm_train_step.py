@@ -2,6 +2,8 @@
 PyTorch's triton crashes a process that loaded TensorFlow first). Needs the timm extra.
 
     python3 benchmarks/timm_train_step.py ARCH SIZE STEPS [FOLDER]
+    python3 benchmarks/timm_train_step.py ARCH SIZE STEPS --serve
+
 
 timm's ARCH (random weights, 1000 classes) on PyTorch eager, channels_last, float32 (or bfloat16
 autocast with --bf16), RMSprop, global batch 32, on every core (torch's threads = the CPU count):
@@ -10,12 +12,17 @@ loader and training transforms (RandomResizedCrop, flip; `create_loader`, worker
 on the JPEGs of its class folders. Prints one JSON line: {"img_s": ...}, the median over
 intervals of 2 steps after 2 warm-up steps; with --profile also "profile_ms", each layer kind's
 milliseconds per step (layer_kinds.py) from PyTorch's profiler over 3 more steps.
+With --serve (the step alone, timed in turns with ours by train_throughput.py): after 2 warm-up
+steps, each line read from stdin runs one untimed step (the first after a pause is slow) and
+STEPS timed ones and prints {"img_s": ...} for those, until EOF; between lines the process waits
+on its stdin and takes no CPU.
 """
 
 import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -35,6 +42,7 @@ def main():
     parser.add_argument("folder", nargs="?")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--serve", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
@@ -68,6 +76,17 @@ def main():
         loss.backward()
         optimizer.step()
 
+    if args.serve:
+        for _ in range(2):
+            step()
+        print(json.dumps({"ready": True}), flush=True)
+        for _ in sys.stdin:
+            step()
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            print(json.dumps({"img_s": round(args.steps * BATCH / (time.perf_counter() - started), 1)}), flush=True)
+        return
     times = []
     for index in range(args.steps + 2):
         if index >= 2 and index % 2 == 0:

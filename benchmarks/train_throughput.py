@@ -20,6 +20,8 @@ global batch 32, on this machine's CPU:
   the same JPEGs through timm's own loader and transforms (`timm_end_to_end_img_s`). Ours step
   alone: `ours_step_img_s`, our loop on one in-memory batch (`ours_bf16_step_img_s` in mixed
   bfloat16, which on a CPU computes the Conv2D layers alone in bfloat16: `train.bfloat16_convolutions`).
+  The two steps alone are timed in turns (5 rounds of 4 steps each with --quick, 7 of 10 without;
+  `steps_in_turns`): the medians, and each ratio's range over the rounds (`..._rounds`).
 
 The last line is JSON with every rate, ours / keras.applications (goal: >= 1.5; V4: none), and
 ours / timm for the step alone (`ratio_step_vs_timm`) and end to end (`ratio_end_to_end_vs_timm`). `--teacher` also times our
@@ -158,8 +160,7 @@ TIMM = {"mobilenet_v1": "mobilenetv1_100", "mobilenet_v2": "mobilenetv2_100", "m
         "mobilenet_v4_hybrid_medium": "mobilenetv4_hybrid_medium", "mobilenet_v4_hybrid_large": "mobilenetv4_hybrid_large"}
 
 
-def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf16: bool = False,
-               profile: bool = False):
+def timm_train(model: str, size: int, steps: int, folder: str | None = None, profile: bool = False):
     """timm's images/s (benchmarks/timm_train_step.py, in a process of its own), with `profile` its
     milliseconds per step by layer kind instead; None without the timm extra."""
     import importlib.util
@@ -169,7 +170,7 @@ def timm_train(model: str, size: int, steps: int, folder: str | None = None, bf1
         return None
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train_step.py")
     command = [sys.executable, script, TIMM[model], str(size), str(steps), *([folder] if folder else []),
-               *(["--bf16"] if bf16 else []), *(["--profile"] if profile else [])]
+               *(["--profile"] if profile else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["profile_ms" if profile else "img_s"]
 
@@ -196,18 +197,45 @@ def in_memory_loop(model_name: str, size: int, precision: str = "float32"):
     return loop, iterator, (x, y)
 
 
-def ours_step(model_name: str, size: int, steps: int, precision: str = "float32") -> float:
-    """Our training step alone (the loop of `train`) on one in-memory batch, as the peers are timed:
-    images/s over `steps` steps after a tracing call."""
+def steps_in_turns(model_name: str, size: int, steps: int, rounds: int, precision: str = "float32"):
+    """Our training step alone (the loop of `train` on one in-memory batch) and timm's (on its own
+    in-memory batch, `timm_train_step.py --serve`), timed in turns in one run: `rounds` times
+    `steps` of ours, then `steps` of timm's, each framework idle (timm's process blocked on its
+    stdin) while the other runs, so this VM's drifting speed (up to 50% within minutes) hits both
+    alike; each turn starts with one untimed step (the first after a pause runs slow on both). Returns ({"ours": img/s, "timm": img/s}, the medians over rounds, and the per-round
+    ratios ours / timm); timm's entries absent without the timm extra."""
+    import importlib.util
+    import subprocess
+
     loop, iterator, _ = in_memory_loop(model_name, size, precision)
     loop(iterator, tf.constant(2))  # trace
-    rates = []
-    for _ in range(3):
-        started = time.perf_counter()
-        loop(iterator, tf.constant(steps))
-        rates.append(steps * BATCH / (time.perf_counter() - started))
-    keras.backend.clear_session()
-    return statistics.median(rates)
+    peer = None
+    if importlib.util.find_spec("timm") is not None:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train_step.py")
+        peer = subprocess.Popen([sys.executable, script, TIMM[model_name], str(size), str(steps), "--serve",
+                                 *(["--bf16"] if precision == "mixed_bfloat16" else [])],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        json.loads(peer.stdout.readline())  # warmed up
+    rates = {"ours": [], "timm": []}
+    try:
+        for _ in range(rounds):
+            time.sleep(0.5)  # the other framework's threads stop spinning
+            loop(iterator, tf.constant(1))
+            started = time.perf_counter()
+            loop(iterator, tf.constant(steps))
+            rates["ours"].append(steps * BATCH / (time.perf_counter() - started))
+            if peer is not None:
+                time.sleep(0.5)
+                peer.stdin.write("\n")
+                peer.stdin.flush()
+                rates["timm"].append(json.loads(peer.stdout.readline())["img_s"])
+    finally:
+        if peer is not None:
+            peer.stdin.close()
+            peer.wait()
+        keras.backend.clear_session()
+    ratios = [ours / timm for ours, timm in zip(rates["ours"], rates["timm"])]
+    return {name: statistics.median(values) for name, values in rates.items() if values}, ratios
 
 
 def keras_fit(steps: int, epochs: int, size: int, model_name: str) -> float:
@@ -296,6 +324,22 @@ def profile(size: int, model_name: str, steps: int = 3):
     print(f"  {'total':62s} {sum(ours_kinds.values()):7.1f} {sum(timm_kinds.values()):7.1f}")
 
 
+def step_ratios(model: str, size: int, quick: bool) -> dict:
+    """The float32 and mixed-bfloat16 steps alone, ours and timm's in turns (`steps_in_turns`)."""
+    result = {}
+    rounds, turn = (5, 4) if quick else (7, 10)
+    for precision, key, peer_key, ratio_key in (
+            ("float32", "ours_step_img_s", "timm_img_s", "ratio_step_vs_timm"),
+            ("mixed_bfloat16", "ours_bf16_step_img_s", "timm_bf16_img_s", "ratio_bf16_step_vs_timm_bf16")):
+        rates, ratios = steps_in_turns(model, size, turn, rounds, precision)
+        result[key] = round(rates["ours"], 1)
+        if "timm" in rates:
+            result[peer_key] = round(rates["timm"], 1)
+            result[ratio_key] = round(result[key] / result[peer_key], 2)
+            result[ratio_key + "_rounds"] = [round(min(ratios), 2), round(max(ratios), 2)]
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (under 60 s)")
@@ -303,33 +347,32 @@ def main():
     parser.add_argument("--model", choices=sorted(PRESETS), default="mobilenet_v2", help="architecture (width 1.0)")
     parser.add_argument("--teacher", action="store_true", help="also time the float32 step distilled from V2-1.4")
     parser.add_argument("--size", type=int, help="image size (default: 128 with --quick, else 224)")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="only the steps alone against timm's, in turns (no records, end to end or fit)")
     args = parser.parse_args()
     # --quick measures at 128x128 (both sides), the full run at 224x224.
     steps, interval, fit_epochs, size = (6, 1, 2, 128) if args.quick else (60, 10, 4, 224)
     size = args.size or size
     if args.profile:
         profile(size, args.model)
+    machine = f"{platform.machine()} {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}"
+    result = {"machine": machine, "model": f"{args.model} 1.0 {size}", "global_batch": BATCH}
+    if args.steps_only:
+        print(json.dumps({**result, **step_ratios(args.model, size, args.quick)}))
+        return
     root = tempfile.mkdtemp(prefix="train_throughput_")
     try:
         info, folders = records(root, steps * BATCH)
-        result = {
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}",
-            "model": f"{args.model} 1.0 {size}", "global_batch": BATCH,
-            "ours_float32_img_s": round(ours(info, root, "float32", steps, interval, size, args.model), 1),
-            "ours_mixed_bfloat16_img_s": round(ours(info, root, "mixed_bfloat16", steps, interval, size, args.model), 1),
-        }
+        result["ours_float32_img_s"] = round(ours(info, root, "float32", steps, interval, size, args.model), 1)
+        result["ours_mixed_bfloat16_img_s"] = round(ours(info, root, "mixed_bfloat16", steps, interval, size,
+                                                         args.model), 1)
         if args.model in PEERS:
             result["keras_fit_img_s"] = round(keras_fit(3 if args.quick else steps // 4, fit_epochs, size, args.model), 1)
-        for precision, key in (("float32", "ours_step_img_s"), ("mixed_bfloat16", "ours_bf16_step_img_s")):
-            result[key] = round(ours_step(args.model, size, 4 if args.quick else 10, precision), 1)
-        timm_step = timm_train(args.model, size, 8 if args.quick else 20)
-        if timm_step is not None:
-            result.update(
-                timm_img_s=timm_step, timm_bf16_img_s=timm_train(args.model, size, 8 if args.quick else 20, bf16=True),
-                timm_end_to_end_img_s=timm_train(args.model, size, 8 if args.quick else 20, folders))
-            result["ratio_step_vs_timm"] = round(result["ours_step_img_s"] / timm_step, 2)
-            result["ratio_bf16_step_vs_timm_bf16"] = round(result["ours_bf16_step_img_s"] / result["timm_bf16_img_s"], 2)
-            result["ratio_end_to_end_vs_timm"] = round(result["ours_float32_img_s"] / result["timm_end_to_end_img_s"], 2)
+        result.update(step_ratios(args.model, size, args.quick))
+        timm_end_to_end = timm_train(args.model, size, 8 if args.quick else 20, folders)
+        if timm_end_to_end is not None:
+            result["timm_end_to_end_img_s"] = timm_end_to_end
+            result["ratio_end_to_end_vs_timm"] = round(result["ours_float32_img_s"] / timm_end_to_end, 2)
         if args.teacher:
             result["ours_float32_distilled_img_s"] = round(ours(info, root, "float32", steps, interval, size, args.model,
                                                                 teacher_run(root, info, size)), 1)
