@@ -202,8 +202,9 @@ def steps_in_turns(model_name: str, size: int, steps: int, rounds: int, precisio
     in-memory batch, `timm_train_step.py --serve`), timed in turns in one run: `rounds` times
     `steps` of ours, then `steps` of timm's, each framework idle (timm's process blocked on its
     stdin) while the other runs, so this VM's drifting speed (up to 50% within minutes) hits both
-    alike; each turn starts with one untimed step (the first after a pause runs slow on both). Returns ({"ours": img/s, "timm": img/s}, the medians over rounds, and the per-round
-    ratios ours / timm); timm's entries absent without the timm extra."""
+    alike; each turn starts with one untimed step (the first after a pause runs slow on both).
+    Returns ({"ours": img/s, "timm": img/s}, the medians over rounds, and the per-round ratios
+    ours / timm); timm's entries absent without the timm extra."""
     import importlib.util
     import subprocess
 
