@@ -4,7 +4,6 @@ PyTorch's triton crashes a process that loaded TensorFlow first). Needs the timm
     python3 benchmarks/timm_train_step.py ARCH SIZE STEPS [FOLDER]
     python3 benchmarks/timm_train_step.py ARCH SIZE STEPS --serve
 
-
 timm's ARCH (random weights, 1000 classes) on PyTorch eager, channels_last, float32 (or bfloat16
 autocast with --bf16), RMSprop, global batch 32, on every core (torch's threads = the CPU count):
 without FOLDER the same batch, in memory, every step (the step alone); with FOLDER, timm's own

@@ -160,17 +160,24 @@ TIMM = {"mobilenet_v1": "mobilenetv1_100", "mobilenet_v2": "mobilenetv2_100", "m
         "mobilenet_v4_hybrid_medium": "mobilenetv4_hybrid_medium", "mobilenet_v4_hybrid_large": "mobilenetv4_hybrid_large"}
 
 
-def timm_train(model: str, size: int, steps: int, folder: str | None = None, profile: bool = False):
-    """timm's images/s (benchmarks/timm_train_step.py, in a process of its own), with `profile` its
-    milliseconds per step by layer kind instead; None without the timm extra."""
+def timm_command(model: str, size: int, steps: int, *options: str) -> list[str] | None:
+    """The command that runs `timm_train_step.py` on timm's twin of `model`; None without the timm extra."""
     import importlib.util
-    import subprocess
 
     if importlib.util.find_spec("timm") is None:
         return None
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train_step.py")
-    command = [sys.executable, script, TIMM[model], str(size), str(steps), *([folder] if folder else []),
-               *(["--profile"] if profile else [])]
+    return [sys.executable, script, TIMM[model], str(size), str(steps), *options]
+
+
+def timm_train(model: str, size: int, steps: int, folder: str | None = None, profile: bool = False):
+    """timm's images/s (benchmarks/timm_train_step.py, in a process of its own), with `profile` its
+    milliseconds per step by layer kind instead; None without the timm extra."""
+    import subprocess
+
+    command = timm_command(model, size, steps, *([folder] if folder else []), *(["--profile"] if profile else []))
+    if command is None:
+        return None
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["profile_ms" if profile else "img_s"]
 
@@ -205,17 +212,14 @@ def steps_in_turns(model_name: str, size: int, steps: int, rounds: int, precisio
     alike; each turn starts with one untimed step (the first after a pause runs slow on both).
     Returns ({"ours": img/s, "timm": img/s}, the medians over rounds, and the per-round ratios
     ours / timm); timm's entries absent without the timm extra."""
-    import importlib.util
     import subprocess
 
     loop, iterator, _ = in_memory_loop(model_name, size, precision)
     loop(iterator, tf.constant(2))  # trace
+    command = timm_command(model_name, size, steps, "--serve", *(["--bf16"] if precision == "mixed_bfloat16" else []))
     peer = None
-    if importlib.util.find_spec("timm") is not None:
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_train_step.py")
-        peer = subprocess.Popen([sys.executable, script, TIMM[model_name], str(size), str(steps), "--serve",
-                                 *(["--bf16"] if precision == "mixed_bfloat16" else [])],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if command is not None:
+        peer = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         json.loads(peer.stdout.readline())  # warmed up
     rates = {"ours": [], "timm": []}
     try:
