@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from mobilenet_tf import config, distill, distribute, evaluate, export, optim, preemption, rundir
+from mobilenet_tf import config, distill, distribute, evaluate, export, kernels, optim, preemption, rundir
 from mobilenet_tf.callbacks import ScalarsCallback
 from mobilenet_tf.checkpoint import CheckpointManagerCallback, restore_model
 from mobilenet_tf.config import Config
@@ -49,11 +49,13 @@ def model_dir_for(cfg: Config) -> str:
 def build_train_model(cfg: Config) -> keras.Model:
     """The model being trained (pixels in [-1, 1]); AdamW decays weights itself, not through L2.
     On a CPU its training step computes the 1x1 convolutions as MatMul
-    (`layers.pointwise_convolutions_as_matmul`), and under mixed bfloat16 only its convolutions
-    compute in bfloat16 (`bfloat16_convolutions`)."""
+    (`layers.pointwise_convolutions_as_matmul`) and hard-swish with the native kernels
+    (`kernels.prepare`), and under mixed bfloat16 only its convolutions compute in bfloat16
+    (`bfloat16_convolutions`)."""
     model = build_from_config(cfg.model, weight_decay=0.0 if cfg.train.optimizer == "adamw" else None)
     if not on_accelerator():
         layers.pointwise_convolutions_as_matmul(model)
+        kernels.prepare(model)
         if cfg.train.precision == "mixed_bfloat16":
             bfloat16_convolutions(model)
     return model
@@ -132,9 +134,14 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
     variables = model.trainable_variables
     # The loss in the head's dtype: float32, or float64 for a float64 run.
     dtype = tf.float64 if cfg.train.precision == "float64" else tf.float32
+    # The native kernels are CPU kernels without an XLA form.
+    native = contextlib.nullcontext if jit_compile or on_accelerator() else kernels.native_ops
+    if native is kernels.native_ops:
+        kernels.library()  # compiled (once per machine) before the step is traced, not inside it
 
     def gradients(images, labels):
-        with tf.GradientTape() as tape, layers.pointwise_as_matmul():
+        # native() spans the tape's gradient too: the depthwise gradients are built there.
+        with native(), tf.GradientTape() as tape, layers.pointwise_as_matmul():
             probabilities = tf.cast(model(images, training=True), dtype)
             # MixUp/CutMix batches come with soft labels [batch, classes]; others with class ids.
             if labels.dtype.is_floating:
@@ -151,7 +158,7 @@ def make_train_loop(strategy, model, optimizer, cfg: Config, jit_compile: bool =
             if model.losses:
                 loss += tf.add_n([tf.cast(penalty, dtype) for penalty in model.losses]) / num_replicas
             scaled = optimizer.scale_loss(loss) if loss_scaling else loss
-        grads = tape.gradient(scaled, variables)
+            grads = tape.gradient(scaled, variables)
         classes = tf.argmax(labels, axis=-1, output_type=tf.int32) if labels.dtype.is_floating else labels
         hits = tf.reduce_sum(tf.cast(tf.math.in_top_k(classes, tf.cast(probabilities, tf.float32), 1), dtype))
         return loss, hits / global_batch, mean(hard), mean(distilled), grads

@@ -61,6 +61,15 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kernels_dir(tmp_path_factory):
+    """One folder of native training kernels (mobilenet_tf/kernels) for the whole run, every process
+    and every training subprocess: compiled once, not once per fresh cache directory."""
+    folder = shared_dir(tmp_path_factory.getbasetemp()) / "kernels"
+    os.environ["MOBILENET_TF_KERNELS_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     """A fresh cache directory (MOBILENET_TF_CACHE) per test module: the digits are materialized there."""
