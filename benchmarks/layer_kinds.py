@@ -19,6 +19,9 @@ _TF = {
     "FusedBatchNormV3": 4, "FusedBatchNormGradV3": 4, "_FusedBatchNormEx": 4,
     "Relu": 5, "Relu6": 5, "ReluGrad": 5, "Relu6Grad": 5, "Elu": 5, "Sigmoid": 5, "SigmoidGrad": 5,
     "Gelu": 5, "GeluGrad": 5,
+    # mobilenet_tf's native training kernels (mobilenet_tf/kernels).
+    "MobilenetDepthwiseGradInput": 1, "MobilenetDepthwiseGradFilter": 1,
+    "MobilenetHardSwish": 5, "MobilenetHardSwishGrad": 5,
 }
 
 _TORCH_ACTIVATIONS = ("relu", "threshold_backward", "hardtanh", "hardswish", "hardsigmoid", "sigmoid", "gelu")

@@ -78,7 +78,7 @@ def define_train_flags() -> None:
     flags.DEFINE_enum("xla", None, ["auto", "true", "false"], "XLA-compile the step (auto: on GPU/TPU only).")
     flags.DEFINE_enum("precision", None, config.PRECISIONS,
                       "Compute precision (mixed_float16 uses loss scaling; mixed_bfloat16 on a CPU computes the "
-                      "convolutions alone in bfloat16, 0.9-1.5x float32 there; float64 for numerical checks).")
+                      "convolutions alone in bfloat16, 0.97-1.31x float32 there; float64 for numerical checks).")
     flags.DEFINE_float("decay_rate", None, "Exponential schedule: rate per --decay_epochs.")
     flags.DEFINE_float("decay_epochs", None, "Exponential schedule: epochs per (staircase) decay.")
     flags.DEFINE_float("ema_decay", None, "Moving average of the weights (0: off; evaluation and export use it).")

@@ -40,14 +40,14 @@ import keras
 import tensorflow as tf
 
 from mobilenet_tf.config import default_cache_dir
+from mobilenet_tf.models.layers import thread_scope
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "ops.cc")
 _FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-Wno-deprecated-declarations")
 SWITCH = "MOBILENET_TF_NATIVE_KERNELS"
 _KERNELS = (3, 5, 7)
 
-# Whether the thread tracing a step is inside `native_ops()` (MirroredStrategy traces each
-# replica's step in a thread of its own).
+# Whether the thread tracing a step is inside `native_ops()`.
 _SCOPE = threading.local()
 _INSTALL_LOCK = threading.Lock()
 
@@ -108,22 +108,15 @@ def _active():
     return library() if getattr(_SCOPE, "active", False) else None
 
 
-@contextlib.contextmanager
 def native_ops():
     """Inside, in this thread, the hard-swish layers `prepare` set up run the native kernels, and
     the gradients of depthwise convolutions that `tape.gradient` builds are the native kernels'
     where they cover the convolution (a no-op without the library)."""
     lib = library()
     if lib is None:
-        yield
-        return
+        return contextlib.nullcontext()
     _install_depthwise_gradient(lib)
-    previous = getattr(_SCOPE, "active", False)
-    _SCOPE.active = True
-    try:
-        yield
-    finally:
-        _SCOPE.active = previous
+    return thread_scope(_SCOPE)
 
 
 def prepare(model: keras.Model) -> None:

@@ -175,13 +175,22 @@ bool Dispatch(int k, const Geometry& d, Args... args) {
   return false;
 }
 
-class GradInputOp : public OpKernel {
+// The attributes both gradient kernels share.
+class DepthwiseGradOp : public OpKernel {
  public:
-  explicit GradInputOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit DepthwiseGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("stride", &stride_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_top", &pad_top_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_left", &pad_left_));
+    OP_REQUIRES(ctx, stride_ == 1 || stride_ == 2, errors::InvalidArgument("stride 1 or 2"));
   }
+ protected:
+  int stride_, pad_top_, pad_left_;
+};
+
+class GradInputOp : public DepthwiseGradOp {
+ public:
+  using DepthwiseGradOp::DepthwiseGradOp;
   void Compute(OpKernelContext* ctx) override {
     const Tensor& grad = ctx->input(0);
     const Tensor& filter = ctx->input(1);
@@ -191,7 +200,6 @@ class GradInputOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, in_shape, &out));
     const int k = filter.dim_size(0);
     OP_REQUIRES(ctx, k == 3 || k == 5 || k == 7, errors::InvalidArgument("kernel 3, 5 or 7"));
-    OP_REQUIRES(ctx, stride_ == 1 || stride_ == 2, errors::InvalidArgument("stride 1 or 2"));
     const Geometry d{(int)in_shape.dim_size(0), (int)in_shape.dim_size(1), (int)in_shape.dim_size(2),
                      (int)in_shape.dim_size(3), (int)grad.dim_size(1), (int)grad.dim_size(2),
                      stride_, pad_top_, pad_left_};
@@ -205,17 +213,12 @@ class GradInputOp : public OpKernel {
     auto pool = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     pool->ParallelFor((int64_t)d.n * d.h, (int64_t)d.w * d.c * k * k / (d.s * d.s), work);
   }
- private:
-  int stride_, pad_top_, pad_left_;
 };
 
-class GradFilterOp : public OpKernel {
+class GradFilterOp : public DepthwiseGradOp {
  public:
-  explicit GradFilterOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit GradFilterOp(OpKernelConstruction* ctx) : DepthwiseGradOp(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel", &k_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride", &stride_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_top", &pad_top_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_left", &pad_left_));
   }
   void Compute(OpKernelContext* ctx) override {
     const Tensor& input = ctx->input(0);
@@ -246,7 +249,7 @@ class GradFilterOp : public OpKernel {
       for (int64_t i = 0; i < kkc; ++i) df[i] += acc[sh * kkc + i];
   }
  private:
-  int k_, stride_, pad_top_, pad_left_;
+  int k_;
 };
 
 // Runs fn(x, g, out, begin, end) over the elements of `out` (shaped like input 0), in blocks,

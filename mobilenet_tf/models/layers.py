@@ -83,9 +83,9 @@ def pointwise_convolutions_as_matmul(model: keras.Model) -> None:
     [in, out]. On this CPU TensorFlow's MatMul and its two gradient MatMuls take less time than its
     oneDNN Conv2D and Conv2DBackpropInput/Filter on these shapes: measured 1.06-1.17x the training
     step of V2, V3-Small, V4-Conv-S and V4-Conv-M, 1.12-1.48x V3-Large's, in float32 and bfloat16
-    (benchmarks/pointwise_matmul.py, docs/performance.md). Outside the scope (evaluation, every
-    export) the layer stays the Conv2D it was: same weights, names and graphs. QAT's QuantConv2D
-    convolves through its own `tf.nn.conv2d` and is left as it is.
+    (benchmarks/step_changes.py --change=matmul, docs/performance.md). Outside the scope
+    (evaluation, every export) the layer stays the Conv2D it was: same weights, names and graphs.
+    QAT's QuantConv2D convolves through its own `tf.nn.conv2d` and is left as it is.
     """
     for layer in model.layers:
         if (isinstance(layer, layers.Conv2D) and layer.kernel_size == (1, 1) and layer.strides == (1, 1)
@@ -102,15 +102,21 @@ def _pointwise_convolution(convolution, inputs, kernel):
     return tf.reshape(outputs, tf.concat([shape[:3], kernel.shape[3:]], 0))
 
 
-@contextlib.contextmanager
 def pointwise_as_matmul():
     """Inside, in this thread, the layers `pointwise_convolutions_as_matmul` prepared compute as MatMul."""
-    previous = getattr(_MATMUL_SCOPE, "active", False)
-    _MATMUL_SCOPE.active = True
+    return thread_scope(_MATMUL_SCOPE)
+
+
+@contextlib.contextmanager
+def thread_scope(local: threading.local):
+    """`local.active` is True inside, in this thread: what a layer reads while the training step is
+    traced (MirroredStrategy traces each replica's step in a thread of its own)."""
+    previous = getattr(local, "active", False)
+    local.active = True
     try:
         yield
     finally:
-        _MATMUL_SCOPE.active = previous
+        local.active = previous
 
 
 def head_dtype() -> str:
