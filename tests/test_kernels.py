@@ -157,6 +157,10 @@ def test_kernels_compile_once_into_their_folder(tmp_path):
     built = os.path.getmtime(tmp_path / "kernels" / files[0])
     assert library_in_subprocess(tmp_path) == (out, said, files)  # loaded, not compiled again
     assert os.path.getmtime(tmp_path / "kernels" / files[0]) == built
+    (tmp_path / "kernels" / files[0]).write_bytes(b"not a shared library")
+    out, said, _ = library_in_subprocess(tmp_path)
+    assert out == "False" and len(said) == 1 and f"{files[0]} did not load" in said[0], said
+    assert "delete that file" in said[0]
 
 
 @pytest.mark.parametrize("compiler,reason", [("no-such-compiler", "no C++ compiler (no-such-compiler)"),

@@ -8,15 +8,15 @@ depthwise gradients with the channels in vector registers, and hard-swish in one
 It is compiled on first use, as PyTorch's `cpp_extension.load` does: with the machine's C++
 compiler (`$CXX`, else g++), TensorFlow's own headers (`tf.sysconfig`) and `-march=native`, into
 `$MOBILENET_TF_KERNELS_DIR` (default: `kernels` in the cache directory, `$MOBILENET_TF_CACHE` or
-~/.cache/mobilenet_tf), under a name keyed by the TensorFlow version, the compiler, its flags and
-the source, so a new TensorFlow or a changed kernel compiles anew. About 15 seconds, once per
-machine; nothing is downloaded, no package is added.
+~/.cache/mobilenet_tf), under a name keyed by the TensorFlow version, the compiler, its flags, the
+CPU and the source, so a new TensorFlow, another CPU or a changed kernel compiles anew. About 15
+seconds, once per machine; nothing is downloaded, no package is added.
 
 Where the kernels cannot be used, training runs TensorFlow's own ops, with the same results within
-float rounding: no compiler or a failed compile (one line on stderr says so, once),
-`MOBILENET_TF_NATIVE_KERNELS=0`, an accelerator or XLA (the training step does not enter
-`native_ops()` there), float64 or bfloat16 tensors, and depthwise convolutions the kernels do not
-cover (`depthwise_geometry`).
+float rounding: no compiler, a failed compile or a build that does not load (one line on stderr
+says so, once), `MOBILENET_TF_NATIVE_KERNELS=0`, an accelerator or XLA (the training step does not
+enter `native_ops()` there), float64 or bfloat16 tensors, and depthwise convolutions the kernels
+do not cover (`depthwise_geometry`).
 
 Only the training step's graph holds them: inside `native_ops()`, the depthwise gradients that
 `tape.gradient` builds, and the forward and backward of the hard-swish layers `prepare` set up.
@@ -30,6 +30,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def library():
         return None
     flags = [*_FLAGS, *tf.sysconfig.get_compile_flags()]
     with open(_SOURCE, "rb") as f:
-        key = hashlib.sha256(f.read() + " ".join([compiler, *flags]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(f.read() + " ".join([compiler, *flags, _cpu()]).encode()).hexdigest()[:16]
     folder = os.environ.get("MOBILENET_TF_KERNELS_DIR") or os.path.join(default_cache_dir(), "kernels")
     target = os.path.join(folder, f"ops-tf{tf.__version__}-{key}.so")
     if not os.path.isfile(target):
@@ -85,7 +86,23 @@ def library():
             _say(f"the native training kernels did not compile ({reason}): training uses TensorFlow's ops, "
                  f"slower on a CPU ({SWITCH}=0 silences this)")
             return None
-    return tf.load_op_library(target)
+    try:
+        return tf.load_op_library(target)
+    except tf.errors.OpError as error:
+        _say(f"the native training kernels in {target} did not load ({error.message.splitlines()[0]}): training "
+             f"uses TensorFlow's ops, slower on a CPU (delete that file to build them again; {SWITCH}=0 "
+             f"silences this)")
+        return None
+
+
+def _cpu() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags (Linux), so that machines
+    sharing one cache folder (a cluster's home directory) each build their own."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " ".join(sorted({line.strip() for line in f if line.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.machine() + platform.processor()
 
 
 def _compile(compiler: str, flags: list[str], target: str) -> None:
