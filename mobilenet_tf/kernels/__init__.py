@@ -53,8 +53,10 @@ _SCOPE = threading.local()
 _INSTALL_LOCK = threading.Lock()
 
 
-def _say(message: str) -> None:
-    sys.stderr.write(f"mobilenet_tf: {message}\n")
+def _fall_back(reason: str) -> None:
+    """The one line on stderr that says why training runs TensorFlow's ops instead of the kernels."""
+    sys.stderr.write(f"mobilenet_tf: {reason}: training uses TensorFlow's ops, slower on a CPU "
+                     f"({SWITCH}=0 silences this)\n")
     sys.stderr.flush()
 
 
@@ -67,8 +69,7 @@ def library():
         return None
     compiler = os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
-        _say(f"no C++ compiler ({compiler}) to build the native training kernels: training uses "
-             f"TensorFlow's ops, slower on a CPU (install g++ or set CXX; {SWITCH}=0 silences this)")
+        _fall_back(f"no C++ compiler ({compiler}) to build the native training kernels (install g++ or set CXX)")
         return None
     flags = [*_FLAGS, *tf.sysconfig.get_compile_flags()]
     with open(_SOURCE, "rb") as f:
@@ -83,15 +84,13 @@ def library():
             reason = next((line.strip() for line in stderr if "error" in line), None) or (
                 f"{compiler} exited with status {error.returncode}" if isinstance(error, subprocess.CalledProcessError)
                 else str(error))
-            _say(f"the native training kernels did not compile ({reason}): training uses TensorFlow's ops, "
-                 f"slower on a CPU ({SWITCH}=0 silences this)")
+            _fall_back(f"the native training kernels did not compile ({reason})")
             return None
     try:
         return tf.load_op_library(target)
     except tf.errors.OpError as error:
-        _say(f"the native training kernels in {target} did not load ({error.message.splitlines()[0]}): training "
-             f"uses TensorFlow's ops, slower on a CPU (delete that file to build them again; {SWITCH}=0 "
-             f"silences this)")
+        _fall_back(f"the native training kernels in {target} did not load ({error.message.splitlines()[0]}; "
+                   f"delete that file to build them again)")
         return None
 
 
